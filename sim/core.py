@@ -22,7 +22,7 @@ Autoreset (``metadata["autoreset_mode"]``):
   ``step`` call; the returned observation is the first of the new episode, and the last observation of
   the finished one is in ``info["final_obs"]`` (a dict of arrays over all N envs, valid where
   ``info["_final_obs"]`` is True), with its success in ``info["final_success"]``. The new episode
-  starts from the next initial state of the same split (cycling through the split).
+  starts from an initial state of the same split drawn by the env's generator (seeded by ``reset``).
 - `AutoresetMode.DISABLED`: a finished environment keeps returning its final observation with
   ``terminated`` or ``truncated`` set until ``reset`` is called; its actions are ignored. This is the
   mode for collecting whole episodes from chosen initial states (GRPO groups, evaluation).

@@ -9,8 +9,10 @@ the same. `BatchedRenderer` renders any environment's cameras off-screen with on
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
+import weakref
 
 import mujoco
 import mujoco.rollout
@@ -126,6 +128,9 @@ class BatchedRenderer:
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = False
+        # Free the GL context before the interpreter tears EGL down, even if close() is never called.
+        close = weakref.WeakMethod(self.close)
+        atexit.register(lambda: (method := close()) is not None and method())
 
     def render(self, env_indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Render every camera for the given environments (default all).

@@ -142,7 +142,7 @@ def _base_layout(rng: np.random.Generator, home_qpos: np.ndarray) -> Layout:
         "blue_block": jitter([0.1, 0.25, 0.85]),
         "spare_block": jitter(SPARE_COLORS[rng.integers(len(SPARE_COLORS))]),
         "bowl": jitter([0.95, 0.85, 0.3]),
-        "table": jitter([0.72, 0.66, 0.58], 0.08),
+        "table": jitter([0.72, 0.66, 0.58], 0.04),
         "zone": jitter([0.15, 0.75, 0.3], 0.04),
     }
     arm_qpos = home_qpos + rng.uniform(-0.04, 0.04, 7)

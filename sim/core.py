@@ -90,6 +90,7 @@ class TaskSpec:
         max_steps: episode length limit in control steps (truncation).
         num_train_states: size of the ``train`` initial-state set.
         num_eval_states: size of the ``eval`` initial-state set.
+
     """
 
     name: str
@@ -129,6 +130,7 @@ def validate_actions(actions: object, num_envs: int, action_dim: int) -> tuple[n
     Raises:
         TypeError: the actions are not a real-valued numeric array.
         ValueError: wrong shape, or NaN / infinite values (the message lists the offending envs).
+
     """
     array = np.asarray(actions)
     if array.dtype == object or not (
@@ -140,8 +142,7 @@ def validate_actions(actions: object, num_envs: int, action_dim: int) -> tuple[n
         )
     if array.shape != (num_envs, action_dim):
         raise ValueError(
-            f"actions must have shape (num_envs, action_dim) = ({num_envs}, {action_dim}), "
-            f"got {array.shape}"
+            f"actions must have shape (num_envs, action_dim) = ({num_envs}, {action_dim}), got {array.shape}"
         )
     array = array.astype(np.float64)
     finite = np.isfinite(array).all(axis=1)
@@ -161,7 +162,9 @@ class ResetRequest:
     init_state_ids: np.ndarray | None
 
 
-def parse_reset_options(options: dict[str, Any] | None, num_envs: int, known_tasks: Sequence[str]) -> ResetRequest:
+def parse_reset_options(
+    options: dict[str, Any] | None, num_envs: int, known_tasks: Sequence[str]
+) -> ResetRequest:
     """Validate ``reset`` options: ``split`` (train|eval), ``tasks`` (N names), ``init_state_ids`` (N ints).
 
     Unknown keys, unknown task names, a wrong count or a negative id raise `ValueError` naming the key.
@@ -183,7 +186,9 @@ def parse_reset_options(options: dict[str, Any] | None, num_envs: int, known_tas
             tasks = [tasks] * num_envs
         tasks = tuple(tasks)
         if len(tasks) != num_envs:
-            raise ValueError(f"reset option 'tasks' must name {num_envs} tasks (one per env), got {len(tasks)}")
+            raise ValueError(
+                f"reset option 'tasks' must name {num_envs} tasks (one per env), got {len(tasks)}"
+            )
         unknown_tasks = sorted(set(tasks) - set(known_tasks))
         if unknown_tasks:
             raise ValueError(f"unknown task(s) {unknown_tasks}; known tasks: {sorted(known_tasks)}")

@@ -20,6 +20,7 @@ class Registry:
         >>> envs = Registry("env")
         >>> envs.register("arm", "sim.mujoco.arm.env:ArmBatchedEnv")
         >>> cls = envs.get("arm")  # imports sim.mujoco.arm.env now
+
     """
 
     def __init__(self, kind: str) -> None:

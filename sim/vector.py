@@ -20,8 +20,9 @@ last observation died with the worker). Under `AutoresetMode.DISABLED` they then
 observation, ``truncated=True``, actions ignored) until the next ``reset``. A restart needed while serving
 ``expert_action`` or ``tasks`` is reported the same way at the next ``step``, which does not step those
 environments. Nothing blocks for longer than ``step_timeout_s`` (``start_timeout_s`` while a worker
-builds its env); a worker that cannot be restarted raises `RuntimeError`. ``num_restarts`` counts
-restarts.
+builds its env); a worker that cannot be restarted closes the env and raises `RuntimeError`.
+``num_restarts`` counts restarts. An exception in the parent while it waits for workers (e.g.
+KeyboardInterrupt) also closes the env, since unread replies would leave the pipes out of step.
 
 Workers are started with the ``spawn`` (default) or ``forkserver`` method, never ``fork``: MuJoCo / EGL
 contexts and torch thread pools do not survive a fork. The factory must therefore be importable by a
@@ -30,6 +31,7 @@ fresh interpreter (a module-level class or function, or a `functools.partial` of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import signal
@@ -41,7 +43,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from gymnasium import spaces
@@ -64,6 +66,9 @@ logger = logging.getLogger(__name__)
 
 EnvFactory = Callable[[], BatchedEnv]
 """A picklable zero-argument callable that builds the `BatchedEnv` hosted by one worker."""
+
+_ResetArgs = tuple[int | None, dict[str, Any]]
+"""The ``(seed, options)`` of one worker's ``reset``."""
 
 _OBS = "obs/"
 _FINAL = "final/"
@@ -159,10 +164,8 @@ def _worker_main(factory: EnvFactory, conn: Connection) -> None:
     except EOFError:
         pass  # the parent closed its end of the pipe: nothing left to serve.
     except Exception:
-        try:
+        with contextlib.suppress(OSError):
             conn.send(("error", traceback.format_exc()))
-        except OSError:
-            pass
     finally:
         views.clear()
         for block in blocks:
@@ -175,7 +178,8 @@ def _map_buffers(
     layout: dict[str, tuple[_BufferSpec, slice]],
 ) -> tuple[list[SharedMemory], dict[str, np.ndarray]]:
     """Map the parent's shared-memory blocks and return views of this worker's rows."""
-    blocks, views = [], {}
+    blocks: list[SharedMemory] = []
+    views: dict[str, np.ndarray] = {}
     for key, (spec, rows) in layout.items():
         block = SharedMemory(name=spec.shm_name)
         blocks.append(block)
@@ -183,7 +187,9 @@ def _map_buffers(
     return blocks, views
 
 
-def _publish(env: BatchedEnv, obs: dict[str, Any], info: dict[str, Any], views: dict[str, np.ndarray]) -> _Reply:
+def _publish(
+    env: BatchedEnv, obs: dict[str, Any], info: dict[str, Any], views: dict[str, np.ndarray]
+) -> _Reply:
     """Write the array parts of ``obs``, ``info["success"]`` and ``info["final_obs"]`` to shared memory."""
     info = dict(info)
     views["success"][:] = info.pop("success", False)
@@ -234,10 +240,8 @@ class _Resources:
     def release(self) -> None:
         """Ask every worker to close its env, kill those that do not exit, unlink the shared memory."""
         for conn in self.conns.values():
-            try:
+            with contextlib.suppress(OSError):
                 conn.send(("close", None))
-            except OSError:
-                pass
         deadline = time.monotonic() + _CLOSE_TIMEOUT_S
         for process in self.processes.values():
             process.join(max(deadline - time.monotonic(), 0.0))
@@ -245,14 +249,10 @@ class _Resources:
             self.stop_worker(index)
         self.views.clear()
         for block in self.blocks:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 block.unlink()
-            except FileNotFoundError:
-                pass
-            try:
+            with contextlib.suppress(BufferError):  # a view is still referenced: the mapping goes with us.
                 block.close()
-            except BufferError:
-                pass  # a view is still referenced somewhere; the mapping goes with the process.
         self.blocks.clear()
 
 
@@ -274,6 +274,7 @@ class ProcessVectorEnv(BatchedEnv):
         >>> with ProcessVectorEnv(factory, num_workers=8) as envs:  # 16 environments
         ...     obs, info = envs.reset(seed=0)
         ...     obs, reward, terminated, truncated, info = envs.step(envs.expert_action())
+
     """
 
     def __init__(
@@ -283,7 +284,7 @@ class ProcessVectorEnv(BatchedEnv):
         *,
         step_timeout_s: float = 60.0,
         start_timeout_s: float = 300.0,
-        start_method: str = "spawn",
+        start_method: Literal["spawn", "forkserver"] = "spawn",
     ) -> None:
         """Start the workers and wait until each has built its env.
 
@@ -301,6 +302,7 @@ class ProcessVectorEnv(BatchedEnv):
             ValueError: a bad argument, or a worker env whose autoreset mode is neither SAME_STEP nor
                 DISABLED, or whose spaces are not a Dict observation and a 1-D Box action.
             RuntimeError: a worker failed to build its env in time, or the workers disagree on spaces.
+
         """
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
@@ -311,12 +313,12 @@ class ProcessVectorEnv(BatchedEnv):
             )
         if start_method not in ("spawn", "forkserver"):
             raise ValueError(f"start_method must be 'spawn' or 'forkserver', got {start_method!r}")
+        self._context = mp.get_context("spawn") if start_method == "spawn" else mp.get_context("forkserver")
         self.num_workers = num_workers
         self.step_timeout_s = step_timeout_s
         self.start_timeout_s = start_timeout_s
         self.num_restarts = 0
         self._factory = env_factory
-        self._context = mp.get_context(start_method)
         self._resources = _Resources()
         self._finalizer = weakref.finalize(self, self._resources.release)
         try:
@@ -353,7 +355,8 @@ class ProcessVectorEnv(BatchedEnv):
         self.cameras = spec.cameras
         self.metadata = dict(spec.metadata)
         self._action_dim = action_space.shape[0]
-        self._array_keys = [key for key, space in observation_space.spaces.items() if isinstance(space, spaces.Box)]
+        boxes = {key: box for key, box in observation_space.spaces.items() if isinstance(box, spaces.Box)}
+        self._array_keys = list(boxes)
         shapes: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {
             "action": ((self._action_dim,), np.dtype(np.float64)),
             "reward": ((), np.dtype(np.float64)),
@@ -361,8 +364,7 @@ class ProcessVectorEnv(BatchedEnv):
             "truncated": ((), np.dtype(bool)),
             "success": ((), np.dtype(bool)),
         }
-        for key in self._array_keys:
-            box = observation_space.spaces[key]
+        for key, box in boxes.items():
             shapes[_OBS + key] = shapes[_FINAL + key] = (box.shape, np.dtype(box.dtype))
         self._buffers: dict[str, _BufferSpec] = {}
         for key, (shape, dtype) in shapes.items():
@@ -441,6 +443,12 @@ class ProcessVectorEnv(BatchedEnv):
         self._restarted[:] = False
         return obs, reward, terminated, truncated, info
 
+    def __enter__(self) -> ProcessVectorEnv:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close_extras(self, **kwargs: Any) -> None:
         """Close the worker envs, stop the workers and unlink the shared memory (idempotent)."""
         self._finalizer()
@@ -476,8 +484,8 @@ class ProcessVectorEnv(BatchedEnv):
                 info["final_obs"][key] = final
         return obs, info
 
-    def _reset_payload(self, worker: int, seed: int | None, request: ResetRequest) -> tuple[int | None, dict[str, Any]]:
-        """The ``(seed, options)`` of worker ``worker``'s slice of a reset request."""
+    def _reset_payload(self, worker: int, seed: int | None, request: ResetRequest) -> _ResetArgs:
+        """Return the ``(seed, options)`` of worker ``worker``'s slice of a reset request."""
         rows = self._rows(worker)
         options: dict[str, Any] = {"split": request.split.value}
         if request.tasks is not None:
@@ -486,8 +494,8 @@ class ProcessVectorEnv(BatchedEnv):
             options["init_state_ids"] = request.init_state_ids[rows]
         return (None if seed is None else seed + worker * self.envs_per_worker), options
 
-    def _restart_payload(self, worker: int) -> tuple[int | None, dict[str, Any]]:
-        """Reset arguments for a restarted worker: same split and tasks, a seed derived from the last one."""
+    def _restart_payload(self, worker: int) -> _ResetArgs:
+        """Return a restarted worker's reset arguments: same split and tasks, a seed derived from the last."""
         seed = None
         if self._seed is not None:
             seed = int(np.random.SeedSequence([self._seed, worker, self.num_restarts]).generate_state(1)[0])
@@ -525,17 +533,23 @@ class ProcessVectorEnv(BatchedEnv):
         """
         failures: dict[int, str] = {}
         waiting: list[int] = []
-        for w, payload in payloads.items():
-            try:
-                self._resources.conns[w].send((command, payload))
-                waiting.append(w)
-            except OSError as error:
-                failures[w] = f"could not send {command!r}: {error!r}"
-        replies, wait_failures = self._wait(waiting, timeout_s, command)
+        try:
+            for w, payload in payloads.items():
+                try:
+                    self._resources.conns[w].send((command, payload))
+                    waiting.append(w)
+                except OSError as error:
+                    failures[w] = f"could not send {command!r}: {error!r}"
+            replies, wait_failures = self._wait(waiting, timeout_s, command)
+        except BaseException:  # e.g. KeyboardInterrupt: unread replies would desynchronize the pipes
+            self.close()
+            raise
         failures.update(wait_failures)
         return replies, failures
 
-    def _wait(self, workers: Iterable[int], timeout_s: float, command: str) -> tuple[dict[int, Any], dict[int, str]]:
+    def _wait(
+        self, workers: Iterable[int], timeout_s: float, command: str
+    ) -> tuple[dict[int, Any], dict[int, str]]:
         """Collect one message from each of ``workers`` (see `_request`)."""
         conns, processes = self._resources.conns, self._resources.processes
         owner: dict[Any, int] = {}
@@ -571,7 +585,7 @@ class ProcessVectorEnv(BatchedEnv):
                     failures[w] = f"process exited with code {processes[w].exitcode} during {command!r}"
         return replies, failures
 
-    def _restart(self, failures: dict[int, str], payloads: dict[int, tuple[int | None, dict[str, Any]]]) -> None:
+    def _restart(self, failures: dict[int, str], payloads: dict[int, _ResetArgs]) -> None:
         """Replace the failed workers by fresh ones and reset them with ``payloads`` (worker -> reset args).
 
         A replacement that cannot be started or reset closes this env and raises `RuntimeError`.

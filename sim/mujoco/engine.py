@@ -28,9 +28,12 @@ class BatchedSimulator:
         models: the N per-environment model copies (edit ``geom_rgba`` / ``body_pos`` freely).
         state: float64 ``[N, nstate]``, MuJoCo's full physics state of each environment.
         sensordata: float64 ``[N, nsensordata]``, the model's sensors at the current state.
+
     """
 
-    def __init__(self, model: mujoco.MjModel, num_envs: int, substeps: int, num_threads: int | None = None) -> None:
+    def __init__(
+        self, model: mujoco.MjModel, num_envs: int, substeps: int, num_threads: int | None = None
+    ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if substeps < 1:
@@ -51,7 +54,11 @@ class BatchedSimulator:
         self._sensor_out = np.zeros((num_envs, substeps, model.nsensordata))
 
     def step(self, ctrl: np.ndarray) -> None:
-        """Hold ``ctrl`` (float ``[N, nu]``) for ``substeps`` physics steps in every environment."""
+        """Hold ``ctrl`` (float ``[N, nu]``) for ``substeps`` physics steps in every environment.
+
+        As with ``mj_step``, sensors are evaluated at the start of the last physics step, so
+        ``sensordata`` trails ``state`` by one physics step (2.5 ms for the arm).
+        """
         if self._pool is None:
             raise RuntimeError("BatchedSimulator.step called after close()")
         self._control[:] = ctrl[:, None, :]
@@ -69,7 +76,9 @@ class BatchedSimulator:
         self.sensordata[:] = self._sensor_out[:, -1]
         bad = ~np.isfinite(self.state).all(axis=1)
         if bad.any():
-            raise FloatingPointError(f"simulation diverged (non-finite state) in envs {np.flatnonzero(bad).tolist()}")
+            raise FloatingPointError(
+                f"simulation diverged (non-finite state) in envs {np.flatnonzero(bad).tolist()}"
+            )
 
     def load(self, env_index: int, data: mujoco.MjData | None = None) -> mujoco.MjData:
         """Copy environment ``env_index``'s state into ``data`` (default: a scratch MjData) and run forward.
@@ -108,7 +117,9 @@ class BatchedRenderer:
     reflections and multisampling are off (a 25x lever on throughput; see DESIGN.md).
     """
 
-    def __init__(self, simulator: BatchedSimulator, cameras: tuple[str, ...], height: int, width: int) -> None:
+    def __init__(
+        self, simulator: BatchedSimulator, cameras: tuple[str, ...], height: int, width: int
+    ) -> None:
         for camera in cameras:
             if mujoco.mj_name2id(simulator.base_model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
                 raise ValueError(f"unknown camera {camera!r}")
@@ -137,6 +148,7 @@ class BatchedRenderer:
 
         Returns:
             ``{camera: uint8 [len(env_indices), H, W, 3]}``.
+
         """
         if self._renderer is None:
             raise RuntimeError("BatchedRenderer.render called after close()")

@@ -23,7 +23,8 @@ def mat_to_axis_angle(mat: np.ndarray) -> np.ndarray:
     cos = np.clip((np.trace(mat, axis1=-2, axis2=-1) - 1) / 2, -1.0, 1.0)
     angle = np.arccos(cos)
     axis = np.stack(
-        [mat[..., 2, 1] - mat[..., 1, 2], mat[..., 0, 2] - mat[..., 2, 0], mat[..., 1, 0] - mat[..., 0, 1]], -1
+        [mat[..., 2, 1] - mat[..., 1, 2], mat[..., 0, 2] - mat[..., 2, 0], mat[..., 1, 0] - mat[..., 0, 1]],
+        -1,
     )
     sin = np.sin(angle)
     small = sin < 1e-6

@@ -59,6 +59,9 @@ FINGER_OPEN = 0.04
 ARM_JOINTS = 7
 CAMERAS = ("agentview", "wrist")
 STATE_DIM = 8
+# TCP position (m, within the arm's reach), TCP axis-angle (rad), finger openings (m).
+STATE_LOW = np.array([-1.5, -1.5, -0.5, -np.pi, -np.pi, -np.pi, -0.01, -0.01], np.float32)
+STATE_HIGH = np.array([1.5, 1.5, 1.5, np.pi, np.pi, np.pi, 0.05, 0.05], np.float32)
 ACTION_DIM = 7
 HOME_TCP = np.array([-0.08, 0.0, 0.22])
 INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
@@ -93,7 +96,7 @@ class DifferentialIK:
         return np.concatenate([self._jacp[:, :ARM_JOINTS], self._jacr[:, :ARM_JOINTS]])
 
     def solve(self, jacobians: np.ndarray, qpos: np.ndarray, twist: np.ndarray) -> np.ndarray:
-        """Joint targets ``[N, 7]`` that move the TCP by ``twist`` ``[N, 6]`` from joints ``qpos`` ``[N, 7]``."""
+        """Joint targets ``[N, 7]`` moving the TCP by ``twist`` ``[N, 6]`` from joints ``qpos`` ``[N, 7]``."""
         jt = np.swapaxes(jacobians, 1, 2)
         gram = jacobians @ jt + (self.damping**2) * np.eye(6)
         pinv = jt @ np.linalg.inv(gram)  # [N, 7, 6]
@@ -134,9 +137,8 @@ class ArmBatchedEnv(BatchedEnv):
         image_size: square image side in pixels.
         autoreset_mode: ``same_step`` or ``disabled`` (see `sim.core`).
         num_threads: MuJoCo rollout threads (default: one per core).
-    """
 
-    metadata: dict[str, Any] = {"render_fps": CONTROL_HZ}
+    """
 
     def __init__(
         self,
@@ -152,7 +154,9 @@ class ArmBatchedEnv(BatchedEnv):
         task_names = tuple(tasks) if tasks is not None else tuple(ARM_TASKS)
         unknown = sorted(set(task_names) - set(ARM_TASKS))
         if unknown or not task_names:
-            raise ValueError(f"unknown arm task(s) {unknown or task_names}; known tasks: {', '.join(ARM_TASKS)}")
+            raise ValueError(
+                f"unknown arm task(s) {unknown or task_names}; known tasks: {', '.join(ARM_TASKS)}"
+            )
         unknown_cameras = sorted(set(cameras) - set(CAMERAS))
         if unknown_cameras:
             raise ValueError(f"unknown camera(s) {unknown_cameras}; the arm scene has {', '.join(CAMERAS)}")
@@ -166,21 +170,25 @@ class ArmBatchedEnv(BatchedEnv):
         self.task_specs = {name: task.spec for name, task in ARM_TASKS.items()}
         self.cameras = tuple(cameras)
         self.image_size = image_size
-        self.metadata = {**self.metadata, "autoreset_mode": mode}
+        self.metadata = {"autoreset_mode": mode, "render_fps": CONTROL_HZ}
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
         observation_spaces: dict[str, gym.Space[Any]] = {
-            OBS_STATE: gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+            OBS_STATE: gym.spaces.Box(STATE_LOW, STATE_HIGH, (STATE_DIM,), np.float32),
             TASK: gym.spaces.Text(max_length=200, charset=INSTRUCTION_CHARSET),
         }
         for camera in self.cameras:
-            observation_spaces[image_key(camera)] = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+            observation_spaces[image_key(camera)] = gym.spaces.Box(
+                0, 255, (image_size, image_size, 3), np.uint8
+            )
         self.single_observation_space = gym.spaces.Dict(observation_spaces)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
 
         model = load_model()
         self.sim = BatchedSimulator(model, num_envs, SUBSTEPS, num_threads)
-        self.renderer = BatchedRenderer(self.sim, self.cameras, image_size, image_size) if self.cameras else None
+        self.renderer = (
+            BatchedRenderer(self.sim, self.cameras, image_size, image_size) if self.cameras else None
+        )
         self.ik = DifferentialIK(model)
         self.ik.home_qpos = home_qpos()
         self._home_qpos = self.ik.home_qpos
@@ -244,18 +252,16 @@ class ArmBatchedEnv(BatchedEnv):
             self._reset_env(env_index, int(ids[env_index]))
         return self._observe(), self._info(np.zeros(self.num_envs, bool))
 
-    def step(
-        self, actions: Any
-    ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def step(self, actions: Any) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Advance every env one control step with ``actions`` ``[N, 7]``; see `sim.core`."""
         self._check_open()
         clipped, clipped_mask = validate_actions(actions, self.num_envs, ACTION_DIM)
         active = ~self._done
-        previous_state = self.sim.state.copy()
+        previous_state, previous_sensors = self.sim.state.copy(), self.sim.sensordata.copy()
         self.sim.step(self._controls(clipped))
         if not active.all():  # DISABLED autoreset: finished envs stay where they ended
             self.sim.state[~active] = previous_state[~active]
-            self._refresh_sensors(np.flatnonzero(~active))
+            self.sim.sensordata[~active] = previous_sensors[~active]
         self._steps[active] += 1
         readings = Readings.from_sensordata(self.sim.sensordata)
         success = self._success(readings)
@@ -265,7 +271,7 @@ class ArmBatchedEnv(BatchedEnv):
         if self.metadata["autoreset_mode"] is AutoresetMode.DISABLED:
             terminated |= self._done & self._ended_by_success
             truncated |= self._done & ~self._ended_by_success
-            self._ended_by_success = np.where(active, terminated, self._ended_by_success)
+            self._ended_by_success[active] = terminated[active]
             self._done |= terminated | truncated
             info = self._info(success)
             info["action_clipped"] = clipped_mask
@@ -362,10 +368,6 @@ class ArmBatchedEnv(BatchedEnv):
         self._expert_holds[env_index] = [0, 0, 0, 0, 0, 0, -1]
         self._ended_by_success[env_index] = False
 
-    def _refresh_sensors(self, env_indices: np.ndarray) -> None:
-        for env_index in env_indices:
-            self.sim.sensordata[env_index] = self.sim.load(int(env_index)).sensordata
-
     def _controls(self, actions: np.ndarray) -> np.ndarray:
         """Actions ``[N, 7]`` in [-1, 1] -> actuator controls ``[N, 9]`` (joint and finger targets)."""
         for env_index in range(self.num_envs):
@@ -392,7 +394,9 @@ class ArmBatchedEnv(BatchedEnv):
 
     def _observe(self) -> dict[str, Any]:
         readings = Readings.from_sensordata(self.sim.sensordata)
-        state = np.concatenate([readings.tcp_pos, quat_to_axis_angle(readings.tcp_quat), readings.fingers], axis=1)
+        state = np.concatenate(
+            [readings.tcp_pos, quat_to_axis_angle(readings.tcp_quat), readings.fingers], axis=1
+        )
         obs: dict[str, Any] = {OBS_STATE: state.astype(np.float32)}
         if self.renderer is not None:
             for camera, frames in self.renderer.render().items():

@@ -12,6 +12,7 @@ sets are disjoint by construction (independent continuous draws; a test checks i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
@@ -24,10 +25,17 @@ BLOCKS = ("red_block", "blue_block", "spare_block")
 RED, BLUE, SPARE = 0, 1, 2
 BLOCK_HALF = 0.02
 FIXTURES = ("bowl", "cabinet", "zone", "target")
-PARKED = {"bowl": (2.0, 1.0, 0.0), "cabinet": (2.0, -1.0, 0.0), "zone": (2.5, 0.0, 0.0005), "target": (2.5, 1.0, 0.0)}
+PARKED = {
+    "bowl": (2.0, 1.0, 0.0),
+    "cabinet": (2.0, -1.0, 0.0),
+    "zone": (2.5, 0.0, 0.0005),
+    "target": (2.5, 1.0, 0.0),
+}
 TABLE_X = (-0.17, 0.17)
 TABLE_Y = (-0.22, 0.22)
-SPARE_COLORS = np.array([[0.15, 0.7, 0.25], [0.95, 0.85, 0.15], [0.6, 0.25, 0.75], [0.95, 0.55, 0.1], [0.9, 0.9, 0.9]])
+SPARE_COLORS = np.array(
+    [[0.15, 0.7, 0.25], [0.95, 0.85, 0.15], [0.6, 0.25, 0.75], [0.95, 0.55, 0.1], [0.9, 0.9, 0.9]]
+)
 # The drawer's handle and inside, in the cabinet's frame at drawer opening 0 (see scene.xml).
 HANDLE_OFFSET = np.array([-0.135, 0.0, 0.062])
 DRAWER_FLOOR_Z = 0.02
@@ -172,7 +180,9 @@ def _with_fixtures(*names: str, cabinet: bool = False, drawer_open: tuple[float,
             # The cabinet and the space its drawer slides into.
             occupied += [(xy + np.array([-0.02, 0.0]), 0.13), (xy + np.array([-0.16, 0.0]), 0.1)]
         sizes = {"bowl": 0.085, "zone": 0.065, "target": 0.0}
-        placed = _sample_positions(rng, [(n, sizes[n], TABLE_X, TABLE_Y) for n in names if n != "target"], occupied)
+        placed = _sample_positions(
+            rng, [(n, sizes[n], TABLE_X, TABLE_Y) for n in names if n != "target"], occupied
+        )
         for name, xy in placed.items():
             layout.fixtures[name] = np.array([*xy, 0.0005 if name == "zone" else 0.0])
         if "target" in names:
@@ -217,7 +227,11 @@ def _place_in_bowl(r: Readings, f: Fixtures) -> np.ndarray:
 
 
 def _both_in_bowl(r: Readings, f: Fixtures) -> np.ndarray:
-    return _in_bowl(r.block_pos[:, RED], f["bowl"]) & _in_bowl(r.block_pos[:, BLUE], f["bowl"]) & _gripper_open(r)
+    return (
+        _in_bowl(r.block_pos[:, RED], f["bowl"])
+        & _in_bowl(r.block_pos[:, BLUE], f["bowl"])
+        & _gripper_open(r)
+    )
 
 
 def _stack_blocks(r: Readings, f: Fixtures) -> np.ndarray:
@@ -298,7 +312,9 @@ def _pick(view: SceneView, block: int, lift_to: float = 0.14) -> Expert:
 def _place(view: SceneView, where: Callable[[], np.ndarray], release_height: float, yaw: float) -> Expert:
     yield from _go(view, lambda: _above(where(), 0.14), GRIPPER_CLOSED, yaw, tolerance=0.01)
     yield from _go(view, lambda: _above(where(), release_height), GRIPPER_CLOSED, yaw, tolerance=0.006)
-    yield from _go(view, lambda: _above(where(), release_height), GRIPPER_OPEN, yaw, tolerance=0.0, timeout=0, settle=5)
+    yield from _go(
+        view, lambda: _above(where(), release_height), GRIPPER_OPEN, yaw, tolerance=0.0, timeout=0, settle=5
+    )
     yield from _go(view, lambda: _above(view.tcp_pos, 0.16), GRIPPER_OPEN, yaw, tolerance=0.01)
 
 
@@ -331,7 +347,9 @@ def _expert_both_in_bowl(view: SceneView) -> Expert:
 def _expert_stack_blocks(view: SceneView) -> Expert:
     yield from _pick(view, RED, lift_to=0.14)
     blue_yaw = view.block_yaw(BLUE)
-    yield from _place(view, lambda: view.block_pos[BLUE], view.block_pos[BLUE, 2] + 2 * BLOCK_HALF + 0.004, blue_yaw)
+    yield from _place(
+        view, lambda: view.block_pos[BLUE], view.block_pos[BLUE, 2] + 2 * BLOCK_HALF + 0.004, blue_yaw
+    )
 
 
 def _expert_push_to_zone(view: SceneView) -> Expert:
@@ -341,9 +359,10 @@ def _expert_push_to_zone(view: SceneView) -> Expert:
 
     for _attempt in range(3):
         d = direction()
-        behind = lambda: np.array([*(view.block_pos[BLUE, :2] - 0.065 * d), 0.1])  # noqa: E731
-        yield from _go(view, behind, GRIPPER_CLOSED, tolerance=0.01)
-        yield from _go(view, lambda: np.array([*behind()[:2], 0.025]), GRIPPER_CLOSED, tolerance=0.008)
+        yield from _go(view, functools.partial(_behind_block, view, d, 0.1), GRIPPER_CLOSED, tolerance=0.01)
+        yield from _go(
+            view, functools.partial(_behind_block, view, d, 0.025), GRIPPER_CLOSED, tolerance=0.008
+        )
         for _ in range(120):
             d = direction()
             block = view.block_pos[BLUE, :2]
@@ -359,12 +378,19 @@ def _expert_push_to_zone(view: SceneView) -> Expert:
         yield from _go(view, lambda: _above(view.tcp_pos, 0.1), GRIPPER_CLOSED, tolerance=0.01)
 
 
+def _behind_block(view: SceneView, direction: np.ndarray, height: float) -> np.ndarray:
+    """The point 6.5 cm behind the blue block, opposite the push ``direction``, at ``height``."""
+    return np.array([*(view.block_pos[BLUE, :2] - 0.065 * direction), height])
+
+
 def _expert_open_drawer(view: SceneView) -> Expert:
     # Hook the closed fingers between the drawer front and the handle, then pull towards the robot.
     hook = lambda: view.handle() + np.array([0.021, 0.0, -0.01])  # noqa: E731
     yield from _go(view, lambda: hook() + np.array([0.0, 0.0, 0.08]), GRIPPER_CLOSED, tolerance=0.008)
     yield from _go(view, hook, GRIPPER_CLOSED, tolerance=0.006)
-    yield from _go(view, lambda: hook() + np.array([-0.02, 0.0, 0.0]), GRIPPER_CLOSED, tolerance=0.0, timeout=0)
+    yield from _go(
+        view, lambda: hook() + np.array([-0.02, 0.0, 0.0]), GRIPPER_CLOSED, tolerance=0.0, timeout=0
+    )
     start = view.fixture("cabinet") + HANDLE_OFFSET
     for _ in range(80):
         if view.drawer > 0.115:
@@ -413,7 +439,12 @@ ARM_TASKS: dict[str, ArmTask] = {
             _reach_target,
             _expert_reach_target,
         ),
-        ArmTask(TaskSpec("lift_block", "pick up the red block", 80), _with_fixtures(), _lift_block, _expert_lift_block),
+        ArmTask(
+            TaskSpec("lift_block", "pick up the red block", 80),
+            _with_fixtures(),
+            _lift_block,
+            _expert_lift_block,
+        ),
         ArmTask(
             TaskSpec("push_to_zone", "push the blue block onto the green square", 200),
             _with_fixtures("zone"),
@@ -466,7 +497,9 @@ def initial_layout(task: str, split: InitStateSplit, state_id: int, home_qpos: n
     """The layout of initial state ``state_id`` of ``split`` for ``task`` (deterministic)."""
     spec = ARM_TASKS[task].spec
     if not 0 <= state_id < spec.num_states(split):
-        raise ValueError(f"init state id {state_id} out of range for {task} {split} (0..{spec.num_states(split) - 1})")
+        raise ValueError(
+            f"init state id {state_id} out of range for {task} {split} (0..{spec.num_states(split) - 1})"
+        )
     rng = np.random.default_rng(np.random.SeedSequence([TASK_INDEX[task], SPLIT_INDEX[split], state_id]))
     return ARM_TASKS[task].sample_layout(rng, home_qpos)
 
@@ -477,4 +510,3 @@ DOWN = np.diag([-1.0, 1.0, -1.0])  # TCP frame pointing at the table, fingers cl
 def target_rotation(yaw: float) -> np.ndarray:
     """Rotation matrix ``[3, 3]`` of a downward-pointing gripper turned by ``yaw`` about world z."""
     return rot_z(yaw) @ DOWN
-

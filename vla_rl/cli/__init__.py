@@ -1,0 +1,33 @@
+"""Hydra entry points. Configs live in the repository's top-level ``configs/`` folder."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from vla_rl.config import register_configs
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+log = logging.getLogger("vla_rl")
+
+register_configs()
+
+
+def to_config[T](cfg: DictConfig, schema: type[T]) -> T:
+    """Convert Hydra's config to its dataclass, running the schema's checks; exit with a clear message."""
+    try:
+        config = OmegaConf.to_object(cfg)
+    except Exception as error:  # OmegaConf wraps __post_init__ errors; show the message, not a traceback
+        cause = error.__cause__ or error
+        sys.exit(f"error: invalid configuration: {cause}")
+    assert isinstance(config, schema)
+    return config
+
+
+def summarize(config: Any) -> str:
+    """The resolved config as YAML, for logs."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))

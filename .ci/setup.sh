@@ -26,16 +26,17 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Print the path of a working Python 3.12 (a pyenv shim on PATH may exist without working).
 find_python312() {
-    if command -v python3.12 >/dev/null; then command -v python3.12; return; fi
-    if command -v pyenv >/dev/null; then
-        local candidate
-        for candidate in "$(pyenv root)"/versions/3.12*/bin/python3.12; do
-            [[ -x $candidate ]] && { echo "$candidate"; return; }
-        done
-    fi
-    for candidate in /usr/bin/python3.12 /usr/local/bin/python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
-        [[ -x $candidate ]] && { echo "$candidate"; return; }
+    local candidates=() candidate
+    command -v python3.12 >/dev/null && candidates+=("$(command -v python3.12)")
+    command -v pyenv >/dev/null && candidates+=("$(pyenv root)"/versions/3.12*/bin/python3.12)
+    candidates+=(/usr/bin/python3.12 /usr/local/bin/python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12)
+    for candidate in "${candidates[@]}"; do
+        if [[ -x $candidate ]] && "$candidate" -c 'import sys, venv; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
     done
     return 1
 }

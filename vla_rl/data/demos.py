@@ -1,0 +1,100 @@
+"""Scripted-expert demonstrations, written as a LeRobotDataset (format v3) with LeRobot's own writer.
+
+The dataset is written to ``<root>.partial`` and renamed to ``<root>`` only once finalized, so a
+crashed or killed collection never leaves a half-written dataset where a valid one is expected.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.core import ACTION, OBS_IMAGE_PREFIX, OBS_STATE, TASK, BatchedEnv, InitStateSplit
+from vla_rl.config import DemosConfig
+from vla_rl.data.episodes import Episode, run_episodes
+
+log = logging.getLogger(__name__)
+REWARD = "reward"
+SUCCESS = "success"
+
+
+def dataset_features(env: BatchedEnv, use_videos: bool) -> dict[str, dict[str, Any]]:
+    """LeRobot feature specs for the env's observations, its action, the reward and success flag."""
+    space = env.single_observation_space
+    features: dict[str, dict[str, Any]] = {}
+    for key, sub_space in space.spaces.items():  # type: ignore[attr-defined]
+        if key.startswith(OBS_IMAGE_PREFIX):
+            features[key] = {
+                "dtype": "video" if use_videos else "image",
+                "shape": sub_space.shape,
+                "names": ["height", "width", "channels"],
+            }
+        elif key == OBS_STATE:
+            features[key] = {"dtype": "float32", "shape": sub_space.shape, "names": None}
+    features[ACTION] = {"dtype": "float32", "shape": env.single_action_space.shape, "names": None}
+    features[REWARD] = {"dtype": "float32", "shape": (1,), "names": None}
+    features[SUCCESS] = {"dtype": "bool", "shape": (1,), "names": None}
+    return features
+
+
+def _write_episode(dataset: Any, episode: Episode, features: dict[str, dict[str, Any]]) -> None:
+    assert episode.actions is not None and episode.rewards is not None
+    last = episode.length - 1
+    for t, obs in enumerate(episode.observations):
+        frame = {key: obs[key] for key in features if key in obs}
+        frame[ACTION] = episode.actions[t]
+        frame[REWARD] = episode.rewards[t : t + 1]
+        frame[SUCCESS] = np.array([episode.success and t == last])
+        frame[TASK] = obs[TASK]
+        dataset.add_frame(frame)
+    dataset.save_episode()
+
+
+def collect_demonstrations(
+    env: BatchedEnv, config: DemosConfig, tasks: list[str], fps: int, overwrite: bool = False
+) -> Path:
+    """Record ``config.episodes_per_task`` successful expert episodes per task; return the dataset root.
+
+    Failed expert episodes are not recorded; the next initial states of the split replace them. A
+    dataset already at ``config.root`` is kept unless ``overwrite``.
+    """
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = Path(config.root)
+    if (root / "meta" / "info.json").exists() and not overwrite:
+        log.info("demonstrations already at %s; pass overwrite=true to record them again", root)
+        return root
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    features = dataset_features(env, config.use_videos)
+    dataset = LeRobotDataset.create(
+        config.repo_id, fps=fps, features=features, root=partial, robot_type=env.__class__.__name__,
+        use_videos=config.use_videos, image_writer_threads=4,
+    )
+    expert = lambda obs: env.expert_action()  # noqa: E731
+    for task in tasks:
+        recorded, next_state_id = 0, 0
+        limit = min(config.episodes_per_task * config.max_attempts_factor, env.task_specs[task].num_states(InitStateSplit(config.split)))
+        while recorded < config.episodes_per_task:
+            wanted = config.episodes_per_task - recorded
+            if next_state_id + wanted > limit:
+                raise RuntimeError(
+                    f"the {task} expert failed too often: {recorded} successes in {next_state_id} attempts"
+                )
+            jobs = [(task, state_id) for state_id in range(next_state_id, next_state_id + wanted)]
+            next_state_id += wanted
+            episodes = run_episodes(env, jobs, config.split, expert, record=lambda *_: True, progress=f"demos {task}")
+            for episode in episodes:
+                if episode.success:
+                    _write_episode(dataset, episode, features)
+                    recorded += 1
+    dataset.finalize()
+    if root.exists():
+        shutil.rmtree(root)
+    partial.rename(root)
+    log.info("wrote %d episodes to %s", len(tasks) * config.episodes_per_task, root)
+    return root

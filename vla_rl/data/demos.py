@@ -72,13 +72,21 @@ def collect_demonstrations(
     shutil.rmtree(partial, ignore_errors=True)
     features = dataset_features(env, config.use_videos)
     dataset = LeRobotDataset.create(
-        config.repo_id, fps=fps, features=features, root=partial, robot_type=env.__class__.__name__,
-        use_videos=config.use_videos, image_writer_threads=4,
+        config.repo_id,
+        fps=fps,
+        features=features,
+        root=partial,
+        robot_type=env.__class__.__name__,
+        use_videos=config.use_videos,
+        image_writer_threads=4,
     )
     expert = lambda obs: env.expert_action()  # noqa: E731
     for task in tasks:
         recorded, next_state_id = 0, 0
-        limit = min(config.episodes_per_task * config.max_attempts_factor, env.task_specs[task].num_states(InitStateSplit(config.split)))
+        limit = min(
+            config.episodes_per_task * config.max_attempts_factor,
+            env.task_specs[task].num_states(InitStateSplit(config.split)),
+        )
         while recorded < config.episodes_per_task:
             wanted = config.episodes_per_task - recorded
             if next_state_id + wanted > limit:
@@ -87,7 +95,9 @@ def collect_demonstrations(
                 )
             jobs = [(task, state_id) for state_id in range(next_state_id, next_state_id + wanted)]
             next_state_id += wanted
-            episodes = run_episodes(env, jobs, config.split, expert, record=lambda *_: True, progress=f"demos {task}")
+            episodes = run_episodes(
+                env, jobs, config.split, expert, record=lambda *_: True, progress=f"demos {task}"
+            )
             for episode in episodes:
                 if episode.success:
                     _write_episode(dataset, episode, features)

@@ -27,6 +27,7 @@ class Episode:
         observations: per step, the observation dict of this env (only when recorded); T entries.
         actions: float32 ``[T, A]`` (only when recorded).
         rewards: float32 ``[T]`` (only when recorded).
+
     """
 
     task: str
@@ -58,6 +59,7 @@ def run_episodes(
 
     Returns:
         The episodes, in job order.
+
     """
     if env.metadata.get("autoreset_mode") is not AutoresetMode.DISABLED:
         raise ValueError("run_episodes needs an env with autoreset_mode='Disabled'")

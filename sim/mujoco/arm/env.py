@@ -77,23 +77,15 @@ class DifferentialIK:
     """Damped least-squares IK from end-effector deltas to joint position targets, batched over envs.
 
     For each env: ``dq = J^T (J J^T + lambda^2 I)^-1 [dp; dr] + (I - J^+ J) k (q_home - q)``, with the
-    6x7 TCP Jacobian J from MuJoCo; the null-space term keeps the redundant 7th DoF near home.
+    6x7 TCP Jacobian J (`Readings.tcp_jacobian`); the null-space term keeps the redundant 7th DoF near home.
     """
 
     def __init__(self, model: mujoco.MjModel, damping: float = 0.03, nullspace_gain: float = 0.2) -> None:
-        self.site_id = model.site("tcp").id
         self.damping = damping
         self.nullspace_gain = nullspace_gain
         self.joint_low = model.jnt_range[:ARM_JOINTS, 0]
         self.joint_high = model.jnt_range[:ARM_JOINTS, 1]
         self.home_qpos = np.zeros(ARM_JOINTS)
-        self._jacp = np.zeros((3, model.nv))
-        self._jacr = np.zeros((3, model.nv))
-
-    def jacobian(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
-        """The TCP Jacobian ``[6, 7]`` (linear; angular) w.r.t. the arm joints at ``data``'s state."""
-        mujoco.mj_jacSite(model, data, self._jacp, self._jacr, self.site_id)
-        return np.concatenate([self._jacp[:, :ARM_JOINTS], self._jacr[:, :ARM_JOINTS]])
 
     def solve(self, jacobians: np.ndarray, qpos: np.ndarray, twist: np.ndarray) -> np.ndarray:
         """Joint targets ``[N, 7]`` moving the TCP by ``twist`` ``[N, 6]`` from joints ``qpos`` ``[N, 7]``."""
@@ -116,12 +108,12 @@ def home_qpos() -> np.ndarray:
     goal_rotation = target_rotation(0.0)
     for _ in range(200):
         data.qpos[:ARM_JOINTS] = qpos
-        mujoco.mj_kinematics(model, data)
-        mujoco.mj_comPos(model, data)
-        error_pos = HOME_TCP - data.site_xpos[ik.site_id]
-        error_rot = mat_to_axis_angle(goal_rotation @ data.site_xmat[ik.site_id].reshape(3, 3).T)
+        mujoco.mj_forward(model, data)
+        readings = Readings.from_sensordata(data.sensordata[None])
+        error_pos = HOME_TCP - readings.tcp_pos[0]
+        error_rot = mat_to_axis_angle(goal_rotation @ quat_to_mat(readings.tcp_quat[0]).T)
         twist = np.concatenate([error_pos, error_rot])[None]
-        qpos = ik.solve(ik.jacobian(model, data)[None], qpos[None], twist)[0]
+        qpos = ik.solve(readings.tcp_jacobian(), qpos[None], twist)[0]
     if np.linalg.norm(error_pos) > 1e-4:
         raise RuntimeError(f"home posture IK did not converge (error {np.linalg.norm(error_pos):.4f} m)")
     return qpos
@@ -200,8 +192,6 @@ class ArmBatchedEnv(BatchedEnv):
         self._block_qpos = [model.joint(name).qposadr[0] for name in BLOCKS]
         self._drawer_qpos = model.joint("drawer").qposadr[0]
         self._finger_qpos = [model.joint("left_finger").qposadr[0], model.joint("right_finger").qposadr[0]]
-        self._jacobians = np.zeros((num_envs, 6, ARM_JOINTS))
-        self._arm_qpos = np.zeros((num_envs, ARM_JOINTS))
 
         first = task_names * (num_envs // len(task_names) + 1)
         self._tasks: list[str] = list(first[:num_envs])
@@ -369,18 +359,15 @@ class ArmBatchedEnv(BatchedEnv):
         self._ended_by_success[env_index] = False
 
     def _controls(self, actions: np.ndarray) -> np.ndarray:
-        """Actions ``[N, 7]`` in [-1, 1] -> actuator controls ``[N, 9]`` (joint and finger targets)."""
-        for env_index in range(self.num_envs):
-            model = self.sim.models[env_index]
-            data = self.sim.scratch
-            mujoco.mj_setState(model, data, self.sim.state[env_index], mujoco.mjtState.mjSTATE_FULLPHYSICS)
-            mujoco.mj_kinematics(model, data)
-            mujoco.mj_comPos(model, data)
-            self._jacobians[env_index] = self.ik.jacobian(model, data)
-            self._arm_qpos[env_index] = data.qpos[:ARM_JOINTS]
+        """Actions ``[N, 7]`` in [-1, 1] -> actuator controls ``[N, 9]`` (joint and finger targets).
+
+        The Jacobians come from sensors evaluated inside MuJoCo's threads, so this is pure numpy
+        over the batch, with no per-environment Python loop.
+        """
+        readings = Readings.from_sensordata(self.sim.sensordata)
         twist = np.concatenate([actions[:, :3] * MAX_TRANSLATION, actions[:, 3:6] * MAX_ROTATION], axis=1)
         controls = np.empty((self.num_envs, 9))
-        controls[:, :ARM_JOINTS] = self.ik.solve(self._jacobians, self._arm_qpos, twist)
+        controls[:, :ARM_JOINTS] = self.ik.solve(readings.tcp_jacobian(), readings.arm_qpos, twist)
         controls[:, ARM_JOINTS:] = (FINGER_OPEN * (1.0 - actions[:, 6:7]) / 2.0).repeat(2, axis=1)
         return controls
 

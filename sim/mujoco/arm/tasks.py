@@ -88,7 +88,7 @@ class SceneView:
 
 @dataclass(frozen=True)
 class Readings:
-    """Batched sensor readings, views into the simulator's ``sensordata`` ``[N, 38]``."""
+    """Batched sensor readings, views into the simulator's ``sensordata`` ``[N, 80]``."""
 
     tcp_pos: np.ndarray  # [N, 3]
     tcp_quat: np.ndarray  # [N, 4]
@@ -96,10 +96,13 @@ class Readings:
     drawer: np.ndarray  # [N]
     block_pos: np.ndarray  # [N, 3, 3]
     block_quat: np.ndarray  # [N, 3, 4]
+    arm_qpos: np.ndarray  # [N, 7]
+    joint_pos: np.ndarray  # [N, 7, 3] world position of each arm joint
+    joint_axis: np.ndarray  # [N, 7, 3] world axis of each arm joint
 
     @classmethod
     def from_sensordata(cls, sensordata: np.ndarray) -> Readings:
-        """Slice ``[N, 38]`` sensordata in the order scene.xml declares its sensors."""
+        """Slice ``[N, 80]`` sensordata in the order scene.xml declares its sensors."""
         n = len(sensordata)
         return cls(
             tcp_pos=sensordata[:, 0:3],
@@ -108,7 +111,18 @@ class Readings:
             drawer=sensordata[:, 9],
             block_pos=sensordata[:, 10:19].reshape(n, 3, 3),
             block_quat=sensordata[:, 19:31].reshape(n, 3, 4),
+            arm_qpos=sensordata[:, 31:38],
+            joint_pos=sensordata[:, 38:59].reshape(n, 7, 3),
+            joint_axis=sensordata[:, 59:80].reshape(n, 7, 3),
         )
+
+    def tcp_jacobian(self) -> np.ndarray:
+        """The TCP Jacobian ``[N, 6, 7]`` (linear; angular) of the 7 hinge joints.
+
+        Column i is ``[a_i x (p_tcp - p_i); a_i]`` for joint axis ``a_i`` through point ``p_i``.
+        """
+        linear = np.cross(self.joint_axis, self.tcp_pos[:, None, :] - self.joint_pos)
+        return np.concatenate([linear, self.joint_axis], axis=2).transpose(0, 2, 1)
 
     def fill(self, view: SceneView, env_index: int) -> None:
         """Copy environment ``env_index``'s readings into ``view``."""

@@ -179,3 +179,24 @@ def test_gymnasium_single_env_passes_env_checker():
         assert obs[OBS_STATE].shape == (STATE_DIM,) and reward == 0.0
     finally:
         single.close()
+
+
+def test_sensor_jacobian_matches_mujoco_jacobian():
+    import mujoco
+
+    from sim.mujoco.arm.env import load_model
+    from sim.mujoco.arm.tasks import Readings
+
+    model = load_model()
+    data = mujoco.MjData(model)
+    rng = np.random.default_rng(0)
+    data.qpos[:7] = home_qpos() + rng.uniform(-0.5, 0.5, 7)
+    mujoco.mj_forward(model, data)
+    jacp, jacr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
+    mujoco.mj_jacSite(model, data, jacp, jacr, model.site("tcp").id)
+    expected = np.concatenate([jacp[:, :7], jacr[:, :7]])
+    np.testing.assert_allclose(
+        Readings.from_sensordata(data.sensordata[None]).tcp_jacobian()[0], expected, atol=1e-9
+    )
+    names = [model.sensor(i).name for i in range(model.nsensor)]
+    assert model.nsensordata == 80 and names[-1] == "link7_axis"

@@ -42,8 +42,17 @@ def mat_to_axis_angle(mat: np.ndarray) -> np.ndarray:
 
 
 def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
-    """Unit quaternions ``[..., 4]`` -> axis-angle ``[..., 3]``."""
-    return mat_to_axis_angle(quat_to_mat(quat))
+    """Unit quaternions ``[..., 4]`` -> axis-angle ``[..., 3]`` (angle in [0, pi]).
+
+    With q = (w, v) flipped so that w >= 0: angle = 2 atan2(|v|, w), axis = v / |v|.
+    """
+    quat = np.where(quat[..., :1] < 0, -quat, quat)
+    vector = quat[..., 1:]
+    norm = np.linalg.norm(vector, axis=-1, keepdims=True)
+    angle = 2 * np.arctan2(norm, quat[..., :1])
+    # angle / |v| -> 2 / w as |v| -> 0 (small rotations).
+    scale = np.where(norm > 1e-9, angle / np.maximum(norm, 1e-12), 2.0 / np.maximum(quat[..., :1], 1e-12))
+    return vector * scale
 
 
 def yaw_from_quat(quat: np.ndarray) -> np.ndarray:

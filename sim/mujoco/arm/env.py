@@ -14,6 +14,7 @@ terminates on success and truncates at the task's ``max_steps``.
 from __future__ import annotations
 
 import functools
+import os
 import string
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,6 +141,7 @@ class ArmBatchedEnv(BatchedEnv):
         image_size: int = 128,
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         num_threads: int | None = None,
+        render_workers: int | None = None,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -176,10 +178,14 @@ class ArmBatchedEnv(BatchedEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
 
+        if render_workers is None:
+            render_workers = (os.cpu_count() or 1) if num_envs >= 4 else 0
         model = load_model()
         self.sim = BatchedSimulator(model, num_envs, SUBSTEPS, num_threads)
         self.renderer = (
-            BatchedRenderer(self.sim, self.cameras, image_size, image_size) if self.cameras else None
+            BatchedRenderer(self.sim, self.cameras, image_size, image_size, render_workers)
+            if self.cameras
+            else None
         )
         self.ik = DifferentialIK(model)
         self.ik.home_qpos = home_qpos()
@@ -200,6 +206,8 @@ class ArmBatchedEnv(BatchedEnv):
         self._layouts: list[Layout | None] = [None] * num_envs
         self._fixtures = {name: np.zeros((num_envs, 3)) for name in FIXTURES}
         self._steps = np.zeros(num_envs, np.int64)
+        self._task_ids = np.zeros(num_envs, np.int64)  # TASK_INDEX of each env's task, set at reset
+        self._max_steps = np.zeros(num_envs, np.int64)
         self._done = np.zeros(num_envs, bool)
         self._ended_by_success = np.zeros(num_envs, bool)
         self._views = [SceneView() for _ in range(num_envs)]
@@ -247,16 +255,16 @@ class ArmBatchedEnv(BatchedEnv):
         self._check_open()
         clipped, clipped_mask = validate_actions(actions, self.num_envs, ACTION_DIM)
         active = ~self._done
-        previous_state, previous_sensors = self.sim.state.copy(), self.sim.sensordata.copy()
+        frozen = np.flatnonzero(~active)  # DISABLED autoreset: finished envs stay where they ended
+        frozen_state, frozen_sensors = self.sim.state[frozen], self.sim.sensordata[frozen]
         self.sim.step(self._controls(clipped))
-        if not active.all():  # DISABLED autoreset: finished envs stay where they ended
-            self.sim.state[~active] = previous_state[~active]
-            self.sim.sensordata[~active] = previous_sensors[~active]
+        self.sim.state[frozen] = frozen_state
+        self.sim.sensordata[frozen] = frozen_sensors
         self._steps[active] += 1
         readings = Readings.from_sensordata(self.sim.sensordata)
         success = self._success(readings)
         terminated = success & active
-        truncated = active & ~success & (self._steps >= self._max_steps())
+        truncated = active & ~success & (self._steps >= self._max_steps)
         reward = terminated.astype(np.float64)
         if self.metadata["autoreset_mode"] is AutoresetMode.DISABLED:
             terminated |= self._done & self._ended_by_success
@@ -277,7 +285,7 @@ class ArmBatchedEnv(BatchedEnv):
             info["final_success"] = success.copy()
             for env_index in finished:
                 self._reset_env(int(env_index), self._draw_state_id(int(env_index)))
-            info["task_id"] = self._task_ids()
+            info["task_id"] = self._task_ids.copy()
             info["init_state_id"] = self._init_state_ids.copy()
         return self._observe(), reward, terminated, truncated, info
 
@@ -322,12 +330,6 @@ class ArmBatchedEnv(BatchedEnv):
     def _draw_state_id(self, env_index: int) -> int:
         return int(self._rng.integers(self.task_specs[self._tasks[env_index]].num_states(self._split)))
 
-    def _task_ids(self) -> np.ndarray:
-        return np.array([TASK_INDEX[task] for task in self._tasks])
-
-    def _max_steps(self) -> np.ndarray:
-        return np.array([self.task_specs[task].max_steps for task in self._tasks])
-
     def _reset_env(self, env_index: int, state_id: int) -> None:
         task = self._tasks[env_index]
         layout = initial_layout(task, self._split, state_id, self._home_qpos)
@@ -348,6 +350,8 @@ class ArmBatchedEnv(BatchedEnv):
             qpos[address : address + 7] = [x, y, 0.02, *yaw_quat(yaw)]
         self.sim.set_env(env_index, qpos)
         self._layouts[env_index] = layout
+        self._task_ids[env_index] = TASK_INDEX[task]
+        self._max_steps[env_index] = self.task_specs[task].max_steps
         self._init_state_ids[env_index] = state_id
         self._steps[env_index] = 0
         self._done[env_index] = False
@@ -373,10 +377,10 @@ class ArmBatchedEnv(BatchedEnv):
 
     def _success(self, readings: Readings) -> np.ndarray:
         success = np.zeros(self.num_envs, bool)
-        tasks = np.array(self._tasks)
-        for name in set(self._tasks):
-            mask = tasks == name
-            success[mask] = ARM_TASKS[name].success(readings, self._fixtures)[mask]
+        for name, task_index in TASK_INDEX.items():
+            mask = self._task_ids == task_index
+            if mask.any():
+                success[mask] = ARM_TASKS[name].success(readings, self._fixtures)[mask]
         return success
 
     def _observe(self) -> dict[str, Any]:
@@ -394,6 +398,6 @@ class ArmBatchedEnv(BatchedEnv):
     def _info(self, success: np.ndarray) -> dict[str, Any]:
         return {
             "success": success,
-            "task_id": self._task_ids(),
+            "task_id": self._task_ids.copy(),
             "init_state_id": self._init_state_ids.copy(),
         }

@@ -200,3 +200,31 @@ def test_sensor_jacobian_matches_mujoco_jacobian():
     )
     names = [model.sensor(i).name for i in range(model.nsensor)]
     assert model.nsensordata == 80 and names[-1] == "link7_axis"
+
+
+def test_render_workers_produce_the_same_frames_as_in_process_rendering():
+    import multiprocessing
+
+    def frames(render_workers):
+        env = ArmBatchedEnv(
+            num_envs=4,
+            tasks=["stack_blocks"],
+            cameras=("agentview", "wrist"),
+            image_size=48,
+            render_workers=render_workers,
+        )
+        try:
+            env.reset(seed=3)
+            obs, *_ = env.step(np.full((4, ACTION_DIM), 0.3))
+            return obs[image_key("agentview")], obs[image_key("wrist")]
+        finally:
+            env.close()
+
+    children_before = set(multiprocessing.active_children())
+    local, pooled = frames(0), frames(2)
+    for expected, actual in zip(local, pooled, strict=True):
+        assert actual.shape == (4, 48, 48, 3)
+        np.testing.assert_array_equal(actual, expected)
+    assert set(multiprocessing.active_children()) <= children_before, (
+        "closing the env stops its render workers"
+    )

@@ -58,7 +58,7 @@ class Attention(nn.Module):
         mask: torch.Tensor | None,
         past: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """``x`` ``[B, T, H]``, ``mask`` bool ``[T, T_past + T]`` (True = may attend) -> output, new (k, v)."""
+        """``x`` ``[B, T, H]``, ``mask`` bool ``[T, T_past + T]`` (True: may attend) -> (output, (k, v))."""
         batch, length, dim = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         if past is not None:
@@ -249,7 +249,7 @@ class VLAPolicy(nn.Module):
     # Checkpoints
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json``, ``model.safetensors`` and its SHA-256, replacing ``directory`` atomically."""
+        """Write ``config.json``, ``model.safetensors`` and its SHA-256; replaces ``directory`` atomically."""
         directory = Path(directory)
         staging = directory.with_name(directory.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
@@ -267,7 +267,7 @@ class VLAPolicy(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> VLAPolicy:
-        """Load a policy written by `save_pretrained`; a missing, truncated or altered file is a clear error."""
+        """Load a `save_pretrained` checkpoint; a missing, truncated or altered file is a clear error."""
         directory = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE, CHECKSUM_FILE):
             if not (directory / name).is_file():

@@ -74,7 +74,8 @@ class DemosConfig:
         repo_id: the dataset's LeRobot repo id (a name; nothing is uploaded).
         episodes_per_task: successful episodes to record per task.
         split: initial-state set the demonstrations start from (never ``eval`` for training data).
-        use_videos: store cameras as AV1 videos (true) or PNG images (false).
+        use_videos: store cameras as AV1 videos (true) or PNG images (false: much faster to load
+            for training on a CPU).
         max_attempts_factor: give up on a task after this many attempts per wanted episode.
 
     """
@@ -83,7 +84,7 @@ class DemosConfig:
     repo_id: str = "vla_rl/arm_demos"
     episodes_per_task: int = 50
     split: str = "train"
-    use_videos: bool = True
+    use_videos: bool = False
     max_attempts_factor: int = 2
 
     def __post_init__(self) -> None:
@@ -97,7 +98,8 @@ class EvalConfig:
     """Evaluation on the ``eval`` initial states.
 
     Attributes:
-        policy: what acts: ``expert`` (the scripted experts; a reference upper bound).
+        policy: what acts: ``expert`` (the scripted experts; a reference upper bound) or ``policy``
+            (a saved VLA policy at ``policy.path``).
         episodes_per_task: eval initial states used per task (first k of the 50).
         videos: rollouts recorded as MP4 (the first ones of each task, up to this many in total).
 
@@ -108,11 +110,108 @@ class EvalConfig:
     videos: int = 4
 
     def __post_init__(self) -> None:
-        _check_choice("eval.policy", self.policy, ("expert",))
+        _check_choice("eval.policy", self.policy, ("expert", "policy"))
         if not 1 <= self.episodes_per_task <= 50:
             raise ValueError(f"eval.episodes_per_task must be within [1, 50], got {self.episodes_per_task}")
         if self.videos < 0:
             raise ValueError(f"eval.videos must be >= 0, got {self.videos}")
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning.
+
+    Attributes:
+        steps: optimizer steps.
+        batch_size: frames per step.
+        learning_rate: peak AdamW learning rate (after warm-up, then cosine decay to 10%).
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps.
+        grad_clip: max global gradient norm.
+        episodes_per_task: demonstrations used per task (null: all); 1 gives ``sft_one_demo``.
+        augment: random shifts (+-4 px) and brightness/contrast jitter on training images.
+        mixed_precision: bf16 autocast where the device supports it (CUDA); ignored on CPU.
+        eval_every: steps between evaluations in the sim on ``eval`` initial states (0: only at the end).
+        eval_episodes_per_task: eval initial states per task for the periodic evaluations.
+        checkpoint_every: steps between checkpoints (the last step is always saved).
+        log_every: steps between metric rows.
+        device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
+        seed: sampling and initialization seed.
+
+    """
+
+    steps: int = 2000
+    batch_size: int = 64
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    episodes_per_task: int | None = None
+    augment: bool = True
+    mixed_precision: bool = True
+    eval_every: int = 0
+    eval_episodes_per_task: int = 10
+    checkpoint_every: int = 500
+    log_every: int = 50
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_episodes_per_task"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"algo.{name} must be >= 1, got {getattr(self, name)}")
+        if self.episodes_per_task is not None and self.episodes_per_task < 1:
+            raise ValueError(f"algo.episodes_per_task must be >= 1 or null, got {self.episodes_per_task}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"algo.learning_rate must be > 0, got {self.learning_rate}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"algo.device={self.device!r} is not valid; choose one of: auto, cpu, cuda")
+
+
+@dataclass
+class PolicyConfig:
+    """The VLA policy's architecture (its data-dependent sizes and statistics come from the dataset).
+
+    Attributes:
+        backbone: ``tiny`` (from scratch), ``small`` (packaged pretrained encoders), ``hf`` (local
+            `transformers` model at ``backbone_path``).
+        backbone_path: directory of the ``hf`` backbone.
+        freeze_backbone: keep pretrained encoders fixed.
+        chunk_size: K, actions predicted per forward pass.
+        execute_steps: actions of each chunk executed before re-planning (null: all K).
+        image_size: model input size, pixels.
+        image_token_grid: G x G image tokens per camera for the pretrained backbones.
+        hidden_dim: decoder width.
+        num_layers: decoder blocks.
+        num_heads: attention heads.
+        dropout: decoder dropout.
+        decoding: ``parallel`` or ``autoregressive``.
+        value_head: add a value head (PPO).
+        path: start from this saved policy instead of a new one.
+
+    """
+
+    backbone: str = "tiny"
+    backbone_path: str | None = None
+    freeze_backbone: bool = True
+    chunk_size: int = 8
+    execute_steps: int | None = None
+    image_size: int = 64
+    image_token_grid: int = 2
+    hidden_dim: int = 128
+    num_layers: int = 3
+    num_heads: int = 4
+    dropout: float = 0.0
+    decoding: str = "parallel"
+    value_head: bool = False
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("policy.backbone", self.backbone, ("tiny", "small", "hf"))
+        _check_choice("policy.decoding", self.decoding, ("parallel", "autoregressive"))
+        _check_positive("policy.chunk_size", self.chunk_size)
+        if self.execute_steps is not None and not 1 <= self.execute_steps <= self.chunk_size:
+            raise ValueError(f"policy.execute_steps must be within [1, chunk_size], got {self.execute_steps}")
 
 
 @dataclass
@@ -141,6 +240,8 @@ class TrainConfig:
 
     env: ArmEnvConfig = MISSING
     demos: DemosConfig = field(default_factory=DemosConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    algo: SFTConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
     run_dir: str = "runs/default"
     seed: int = 0
@@ -153,3 +254,4 @@ def register_configs() -> None:
     store.store(name="eval_schema", node=EvalRunConfig)
     store.store(name="collect_schema", node=CollectConfig)
     store.store(group="env", name="arm_schema", node=ArmEnvConfig)
+    store.store(group="algo", name="sft_schema", node=SFTConfig)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ def evaluate(
     episodes_per_task: int,
     num_videos: int = 0,
     video_dir: Path | None = None,
+    on_reset: Callable[[], None] | None = None,
+    progress: str | None = "eval",
 ) -> EvalResult:
     """Run ``episodes_per_task`` episodes per task from the first eval initial states.
 
@@ -132,3 +134,32 @@ def write_report(
     write_json_atomic(
         run_dir / "report.json", {"title": title, "results": {k: v.as_dict() for k, v in results.items()}}
     )
+
+
+def plot_metric(path: Path, metrics_csv: Path, name: str, x_label: str) -> None:
+    """Line plot of one metric from a `MetricsLogger` CSV (nothing is written if it was never logged)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with metrics_csv.open() as file:
+        points = [
+            (int(row["step"]), float(row["value"])) for row in csv.DictReader(file) if row["name"] == name
+        ]
+    if not points:
+        return
+    steps, values = zip(*sorted(points), strict=True)
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot(steps, [100 * v for v in values], marker="o")
+    axis.set_xlabel(x_label)
+    axis.set_ylabel(f"{name} (%)")
+    axis.set_ylim(0, 105)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    write_bytes_atomic(path, buffer.getvalue())

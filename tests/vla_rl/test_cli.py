@@ -69,6 +69,12 @@ def test_train_runs_the_pipeline_and_writes_its_outputs(tmp_path):
         "demos.episodes_per_task=1",
         "eval.episodes_per_task=2",
         "eval.videos=2",
+        "algo.steps=4",
+        "algo.batch_size=8",
+        "algo.eval_every=2",
+        "algo.eval_episodes_per_task=1",
+        "policy.hidden_dim=32",
+        "policy.num_layers=1",
         f"demos.root={tmp_path / 'demos'}",
         f"run_dir={tmp_path / 'run'}",
         cwd=tmp_path,
@@ -76,10 +82,18 @@ def test_train_runs_the_pipeline_and_writes_its_outputs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "run"
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["results"]["scripted expert"]["episodes_by_task"] == {"reach_target": 2, "lift_block": 2}
+    for label in ("SFT policy", "scripted expert"):
+        assert report["results"][label]["episodes_by_task"] == {"reach_target": 2, "lift_block": 2}
+    assert (run_dir / "policy" / "model.safetensors").exists()
     assert (run_dir / "success.png").stat().st_size > 1000
+    assert (run_dir / "success_vs_step.png").stat().st_size > 1000
     assert len(list((run_dir / "videos").glob("*.mp4"))) == 2
-    assert "eval/success_rate" in (run_dir / "metrics.csv").read_text()
+    metrics = (run_dir / "metrics.csv").read_text()
+    assert "eval/success_rate" in metrics and "loss/policy" in metrics
+
+    # Running again finds the trained policy and only evaluates.
+    again = run("vla-rl-train", *result.args[1:], cwd=tmp_path)
+    assert again.returncode == 0 and "SFT already done" in again.stdout + again.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,12 @@
 """`vla-rl-train`: the training pipeline, stage by stage, in one run directory.
 
-Stages so far: (1) scripted-expert demonstrations as a LeRobotDataset (collected once, reused);
-(2) evaluation of the scripted experts on the ``eval`` initial states, the reference the learned
-policy is measured against. Policy learning (SFT, then GRPO with SRPO rewards) comes next.
-Outputs under ``run_dir``: ``metrics.csv`` + TensorBoard, ``success.png``, ``videos/*.mp4``,
-``report.md`` / ``report.json``. A stage whose output exists is skipped, so a killed run resumes.
+Stages: (1) scripted-expert demonstrations as a LeRobotDataset (collected once, reused);
+(2) supervised fine-tuning of the VLA policy on ``algo.episodes_per_task`` demonstrations per task
+(``experiment=sft_one_demo`` / ``sft_full``); (3) evaluation of the policy and of the scripted experts
+on the ``eval`` initial states. GRPO with SRPO rewards comes next (a later stage).
+Outputs under ``run_dir``: ``policy/`` (safetensors + JSON), ``checkpoints/``, ``metrics.csv`` +
+TensorBoard, ``success.png``, ``success_vs_step.png``, ``videos/*.mp4``, ``report.md`` / ``report.json``.
+A finished stage is skipped and an interrupted one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ from vla_rl.config import TrainConfig
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     """Run the pipeline."""
+    from vla_rl.algos.sft import train_sft
     from vla_rl.data.demos import collect_demonstrations
+    from vla_rl.data.frames import load_frames
     from vla_rl.envs import make_env
-    from vla_rl.evaluation import evaluate, plot_success, write_report
+    from vla_rl.evaluation import evaluate, plot_metric, plot_success, write_report
     from vla_rl.metrics import MetricsLogger
+    from vla_rl.policy.actor import ChunkActor
+    from vla_rl.policy.factory import build_policy
+    from vla_rl.policy.modeling_vla import VLAPolicy
 
     config = to_config(cfg, TrainConfig)
     run_dir = Path(config.run_dir)
@@ -35,28 +42,69 @@ def main(cfg: DictConfig) -> None:
     try:
         env.reset(seed=config.seed)
         demos = collect_demonstrations(env, config.demos, tasks, int(env.metadata["render_fps"]))
-        log.info("stage 1/2: demonstrations in %s", demos)
-        expert = evaluate(
+        log.info("stage 1/3: demonstrations in %s", demos)
+
+        policy_dir = run_dir / "policy"
+        if policy_dir.exists():
+            policy = VLAPolicy.from_pretrained(policy_dir)
+            log.info("stage 2/3: SFT already done, loaded %s", policy_dir)
+        else:
+            frames = load_frames(
+                demos,
+                config.demos.repo_id,
+                list(config.env.cameras),
+                config.policy.image_size,
+                config.policy.chunk_size,
+                config.algo.episodes_per_task,
+            )
+            policy = build_policy(config.policy, frames, list(config.env.cameras))
+            log.info(
+                "stage 2/3: SFT of a %.1fM-parameter policy on %d frames",
+                policy.num_parameters() / 1e6,
+                len(frames),
+            )
+
+            def periodic_eval(current: VLAPolicy, step: int) -> float:
+                actor = ChunkActor(current, 0.0, config.policy.execute_steps)
+                result = evaluate(
+                    env, actor, tasks, config.algo.eval_episodes_per_task, on_reset=actor.reset, progress=None
+                )
+                log.info("step %d: eval success %.1f%%", step, 100 * result.mean_success)
+                return result.mean_success
+
+            policy = train_sft(policy, frames, config.algo, run_dir, metrics, periodic_eval)
+            policy.save_pretrained(policy_dir)
+
+        policy.eval()
+        actor = ChunkActor(policy, 0.0, config.policy.execute_steps)
+        learned = evaluate(
             env,
-            lambda obs: env.expert_action(),
+            actor,
             tasks,
             config.eval.episodes_per_task,
             config.eval.videos,
             run_dir / "videos",
+            actor.reset,
         )
-        metrics.log(
-            0,
-            {"eval/success_rate": expert.mean_success}
-            | {f"eval/success/{task}": rate for task, rate in expert.success_by_task.items()},
+        expert = evaluate(
+            env, lambda obs: env.expert_action(), tasks, config.eval.episodes_per_task, progress="expert"
         )
-        log.info("stage 2/2: scripted experts solve %.1f%% of eval states", 100 * expert.mean_success)
+        metrics.log(config.algo.steps, {"eval/final_success_rate": learned.mean_success})
+        log.info(
+            "stage 3/3: policy %.1f%%, scripted experts %.1f%%",
+            100 * learned.mean_success,
+            100 * expert.mean_success,
+        )
     finally:
         metrics.close()
         env.close()
+    results = {"SFT policy": learned, "scripted expert": expert}
     notes = [
-        f"Demonstrations: `{demos}`, {config.demos.episodes_per_task} per task ({config.demos.split}).",
-        "Policy learning (SFT, GRPO + SRPO) is not in the pipeline yet; scripted experts are the reference.",
+        f"Demonstrations: `{demos}`; SFT on {config.algo.episodes_per_task or 'all'} per task, "
+        f"{config.algo.steps} steps; policy `{policy_dir}`.",
+        f"Evaluation: {config.eval.episodes_per_task} eval initial states per task, greedy decoding.",
     ]
-    write_report(run_dir, "vla-rl-train report", {"scripted expert": expert}, notes)
-    plot_success(run_dir / "success.png", {"scripted expert": expert})
+    write_report(run_dir, "vla-rl-train report", results, notes)
+    plot_success(run_dir / "success.png", results)
+    plot_metric(run_dir / "success_vs_step.png", metrics.csv_path, "eval/success_rate", "SFT step")
     log.info("report: %s", run_dir / "report.md")

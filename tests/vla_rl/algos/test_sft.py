@@ -1,0 +1,91 @@
+import csv
+
+import torch
+
+from vla_rl.algos.sft import cosine_schedule, token_loss, train_sft
+from vla_rl.config import SFTConfig
+from vla_rl.data.frames import FrameDataset, _action_chunks
+from vla_rl.metrics import MetricsLogger
+from vla_rl.policy.configuration_vla import VLAConfig
+from vla_rl.policy.modeling_vla import VLAPolicy
+
+
+def synthetic_frames(frames=8):
+    # The demonstrated action is a deterministic function of the state: learnable in a few steps.
+    generator = torch.Generator().manual_seed(0)
+    state = torch.rand(frames, 8, generator=generator) * 2 - 1
+    actions = torch.tanh(state[:, :7] * 2)
+    episode = torch.arange(frames) // 4
+    chunks, mask = _action_chunks(actions, episode, 2)
+    return FrameDataset(
+        images=torch.randint(0, 255, (frames, 2, 3, 32, 32), dtype=torch.uint8, generator=generator),
+        state=state,
+        action_chunks=chunks,
+        chunk_mask=mask,
+        task=["reach"] * frames,
+        episode=episode,
+        state_mean=state.mean(0),
+        state_std=state.std(0),
+        action_low=torch.full((7,), -1.0),
+        action_high=torch.full((7,), 1.0),
+    )
+
+
+def make_policy():
+    torch.manual_seed(0)
+    return VLAPolicy(
+        VLAConfig(image_size=32, hidden_dim=32, num_layers=2, num_heads=2, chunk_size=2, num_bins=16)
+    )
+
+
+def losses(run_dir):
+    with (run_dir / "metrics.csv").open() as file:
+        return [
+            (int(r["step"]), float(r["value"])) for r in csv.DictReader(file) if r["name"] == "loss/policy"
+        ]
+
+
+def test_token_loss_arithmetic():
+    # Two tokens over 2 bins; logits favour bin 0 by log(3): p = 3/4 for bin 0, 1/4 for bin 1.
+    logits = torch.log(torch.tensor([[[3.0, 1.0], [3.0, 1.0]]]))
+    loss, accuracy = token_loss(logits, torch.tensor([[0, 1]]), torch.tensor([[True, True]]))
+    assert torch.isclose(loss, (-torch.log(torch.tensor(0.75)) - torch.log(torch.tensor(0.25))) / 2)
+    assert accuracy == 0.5
+    masked, _ = token_loss(logits, torch.tensor([[0, 1]]), torch.tensor([[True, False]]))
+    assert torch.isclose(masked, -torch.log(torch.tensor(0.75)))
+
+
+def test_cosine_schedule_warms_up_then_decays_to_a_tenth():
+    assert cosine_schedule(0, 10, 100) == 0.1
+    assert cosine_schedule(9, 10, 100) == 1.0
+    assert abs(cosine_schedule(10, 10, 100) - 1.0) < 1e-9
+    assert abs(cosine_schedule(100, 10, 100) - 0.1) < 1e-9
+
+
+def test_action_chunks_pad_with_the_last_action_and_mask_it():
+    actions = torch.arange(5, dtype=torch.float32)[:, None]
+    chunks, mask = _action_chunks(actions, torch.tensor([0, 0, 0, 1, 1]), 3)
+    assert chunks[:, :, 0].tolist() == [[0, 1, 2], [1, 2, 2], [2, 2, 2], [3, 4, 4], [4, 4, 4]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 0, 0]]
+
+
+def test_sft_lowers_the_loss_and_resumes_where_it_stopped(tmp_path):
+    config = SFTConfig(
+        steps=60, batch_size=16, learning_rate=3e-3, warmup_steps=5, log_every=10, checkpoint_every=30
+    )
+    metrics = MetricsLogger(tmp_path)
+    train_sft(
+        make_policy(), synthetic_frames(), SFTConfig(**(vars(config) | {"steps": 30})), tmp_path, metrics
+    )
+    first_half = losses(tmp_path)
+    assert [step for step, _ in first_half] == [10, 20, 30]
+    # A new process would rebuild the policy from scratch and continue from the checkpoint at step 30.
+    trained = train_sft(make_policy(), synthetic_frames(), config, tmp_path, metrics)
+    metrics.close()
+    history = losses(tmp_path)
+    assert [step for step, _ in history] == [10, 20, 30, 40, 50, 60]
+    assert history[-1][1] < 0.7 * history[0][1], history
+    assert (tmp_path / "checkpoints" / "sft_last" / "policy" / "model.safetensors").exists()
+    resumed = VLAPolicy.from_pretrained(tmp_path / "checkpoints" / "sft_last" / "policy")
+    for a, b in zip(trained.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -1,0 +1,128 @@
+"""A LeRobotDataset held in memory as training frames: images at the policy's size, state, action chunks.
+
+Every frame ``t`` of an episode gets the chunk of the next K actions ``a_t .. a_{t+K-1}``; past the
+episode's end the chunk is padded with its last action and those positions are masked out of the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from tqdm import tqdm
+
+from sim.core import ACTION, OBS_STATE, TASK, image_key
+
+
+@dataclass
+class FrameDataset:
+    """Training frames (all tensors on CPU).
+
+    Attributes:
+        images: uint8 ``[F, C, 3, s, s]``.
+        state: float32 ``[F, S]`` (raw, not normalized).
+        action_chunks: float32 ``[F, K, D]`` (raw).
+        chunk_mask: bool ``[F, K]``, False where the chunk runs past the episode's end.
+        task: the instruction of each frame (F strings).
+        episode: int64 ``[F]``, the dataset episode index of each frame.
+        state_mean / state_std: ``[S]`` statistics over the loaded frames.
+        action_low / action_high: ``[D]`` per-dimension min and max of the loaded actions.
+
+    """
+
+    images: torch.Tensor
+    state: torch.Tensor
+    action_chunks: torch.Tensor
+    chunk_mask: torch.Tensor
+    task: list[str]
+    episode: torch.Tensor
+    state_mean: torch.Tensor
+    state_std: torch.Tensor
+    action_low: torch.Tensor
+    action_high: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+
+def load_frames(
+    root: str | Path,
+    repo_id: str,
+    cameras: list[str],
+    image_size: int,
+    chunk_size: int,
+    episodes_per_task: int | None = None,
+) -> FrameDataset:
+    """Read a LeRobotDataset into memory, keeping the first ``episodes_per_task`` episodes of each task."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = Path(root)
+    if not (root / "meta" / "info.json").is_file():
+        raise FileNotFoundError(
+            f"no LeRobotDataset at {root} (meta/info.json missing); run vla-rl-collect first"
+        )
+    dataset = LeRobotDataset(repo_id, root=root)
+    features = dataset.meta.features
+    for key in (*map(image_key, cameras), OBS_STATE, ACTION):
+        if key not in features:
+            raise ValueError(f"dataset {root} has no feature {key!r}; it has {sorted(features)}")
+    selected = _select_episodes(dataset, episodes_per_task)
+    dataset = LeRobotDataset(repo_id, root=root, episodes=selected)
+    images, states, actions, tasks, episodes = [], [], [], [], []
+    for index in tqdm(range(len(dataset)), desc="loading demonstrations", unit="frame"):
+        frame = dataset[index]
+        views = torch.stack([frame[image_key(camera)] for camera in cameras])  # [C, 3, H, W] float in [0, 1]
+        if views.shape[-1] != image_size or views.shape[-2] != image_size:
+            views = F.interpolate(views, size=(image_size, image_size), mode="bilinear", antialias=True)
+        images.append((views * 255).round().clamp(0, 255).to(torch.uint8))
+        states.append(frame[OBS_STATE].float())
+        actions.append(frame[ACTION].float())
+        tasks.append(frame[TASK])
+        episodes.append(int(frame["episode_index"]))
+    state = torch.stack(states)
+    action = torch.stack(actions)
+    episode = torch.tensor(episodes)
+    chunks, mask = _action_chunks(action, episode, chunk_size)
+    return FrameDataset(
+        images=torch.stack(images),
+        state=state,
+        action_chunks=chunks,
+        chunk_mask=mask,
+        task=tasks,
+        episode=episode,
+        state_mean=state.mean(0),
+        state_std=state.std(0).clamp(min=1e-3),
+        action_low=action.min(0).values,
+        action_high=torch.maximum(action.max(0).values, action.min(0).values + 1e-3),
+    )
+
+
+def _select_episodes(dataset: object, episodes_per_task: int | None) -> list[int]:
+    """The first ``episodes_per_task`` episode indices of every task (all when None)."""
+    episodes = dataset.meta.episodes  # type: ignore[attr-defined]
+    chosen: dict[str, list[int]] = {}
+    for index, tasks in zip(episodes["episode_index"], episodes["tasks"], strict=True):
+        task = tasks[0] if isinstance(tasks, list | tuple | np.ndarray) else tasks
+        kept = chosen.setdefault(str(task), [])
+        if episodes_per_task is None or len(kept) < episodes_per_task:
+            kept.append(int(index))
+    return sorted(index for indices in chosen.values() for index in indices)
+
+
+def _action_chunks(
+    actions: torch.Tensor, episode: torch.Tensor, chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunks ``[F, K, D]`` of the next K actions within each episode, and their validity mask ``[F, K]``."""
+    frames = len(actions)
+    offsets = torch.arange(chunk_size)
+    target = torch.arange(frames)[:, None] + offsets[None]
+    last_of_episode = torch.zeros(frames, dtype=torch.long)
+    for value in episode.unique():
+        members = torch.nonzero(episode == value).squeeze(1)
+        last_of_episode[members] = members.max()
+    valid = target <= last_of_episode[:, None]
+    clamped = torch.minimum(target, last_of_episode[:, None])
+    return actions[clamped], valid

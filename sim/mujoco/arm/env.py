@@ -42,7 +42,6 @@ from sim.mujoco.arm.tasks import (
     FIXTURES,
     TASK_INDEX,
     Expert,
-    Layout,
     Readings,
     SceneView,
     initial_layout,
@@ -203,7 +202,6 @@ class ArmBatchedEnv(BatchedEnv):
         self._tasks: list[str] = list(first[:num_envs])
         self._split = InitStateSplit.TRAIN
         self._init_state_ids = np.zeros(num_envs, np.int64)
-        self._layouts: list[Layout | None] = [None] * num_envs
         self._fixtures = {name: np.zeros((num_envs, 3)) for name in FIXTURES}
         self._steps = np.zeros(num_envs, np.int64)
         self._task_ids = np.zeros(num_envs, np.int64)  # TASK_INDEX of each env's task, set at reset
@@ -349,7 +347,6 @@ class ArmBatchedEnv(BatchedEnv):
             x, y, yaw = layout.block_poses[block_index]
             qpos[address : address + 7] = [x, y, 0.02, *yaw_quat(yaw)]
         self.sim.set_env(env_index, qpos)
-        self._layouts[env_index] = layout
         self._task_ids[env_index] = TASK_INDEX[task]
         self._max_steps[env_index] = self.task_specs[task].max_steps
         self._init_state_ids[env_index] = state_id

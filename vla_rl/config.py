@@ -226,10 +226,14 @@ class CollectConfig:
 
 @dataclass
 class EvalRunConfig:
-    """`vla-rl-eval`: evaluate a policy on the ``eval`` initial states and write a report."""
+    """`vla-rl-eval`: evaluate a policy on the ``eval`` initial states and write a report.
+
+    ``eval.policy=policy`` evaluates the saved policy at ``policy.path`` (``policy.execute_steps`` applies).
+    """
 
     env: ArmEnvConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     run_dir: str = "runs/eval"
     seed: int = 0
 

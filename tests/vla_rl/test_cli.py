@@ -112,3 +112,32 @@ def test_bad_configs_fail_with_a_message_naming_the_key(tmp_path, override, mess
     result = run("vla-rl-train", override, f"run_dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
+
+
+def test_eval_runs_a_saved_policy_and_requires_its_path(tmp_path):
+    import torch
+
+    from vla_rl.policy.configuration_vla import VLAConfig
+    from vla_rl.policy.modeling_vla import VLAPolicy
+
+    torch.manual_seed(0)
+    VLAPolicy(VLAConfig(image_size=32, hidden_dim=32, num_layers=1, num_heads=2)).save_pretrained(
+        tmp_path / "p"
+    )
+    result = run(
+        "vla-rl-eval",
+        "eval.policy=policy",
+        f"policy.path={tmp_path / 'p'}",
+        "env.tasks=[reach_target]",
+        "env.num_envs=2",
+        "env.image_size=32",
+        "eval.episodes_per_task=2",
+        "eval.videos=1",
+        f"run_dir={tmp_path / 'eval'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["results"]["policy"]["episodes_by_task"] == {"reach_target": 2}
+    missing = run("vla-rl-eval", "eval.policy=policy", cwd=tmp_path)
+    assert missing.returncode != 0 and "needs policy.path" in missing.stderr

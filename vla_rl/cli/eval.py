@@ -1,10 +1,13 @@
 """`vla-rl-eval`: evaluate a policy on the ``eval`` initial states; write a report, a plot and videos.
 
-Example: ``vla-rl-eval eval.policy=expert eval.episodes_per_task=20 run_dir=runs/expert_eval``.
+Examples: ``vla-rl-eval eval.policy=expert eval.episodes_per_task=20 run_dir=runs/expert_eval``;
+``vla-rl-eval eval.policy=policy policy.path=runs/default/policy``.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -17,21 +20,37 @@ from vla_rl.config import EvalRunConfig
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Evaluate and report."""
+    from vla_rl.data.episodes import ActFn
     from vla_rl.envs import make_env
     from vla_rl.evaluation import evaluate, plot_success, write_report
+    from vla_rl.policy.actor import ChunkActor
+    from vla_rl.policy.modeling_vla import VLAPolicy
 
     config = to_config(cfg, EvalRunConfig)
     run_dir = Path(config.run_dir)
+    if config.eval.policy == "policy" and not config.policy.path:
+        sys.exit("error: eval.policy=policy needs policy.path=<directory written by save_pretrained>")
     env = make_env(config.env)
     try:
         env.reset(seed=config.seed)
+        act: ActFn
+        on_reset: Callable[[], None] | None
+        if config.eval.policy == "policy":
+            assert config.policy.path is not None
+            actor = ChunkActor(
+                VLAPolicy.from_pretrained(config.policy.path).eval(), 0.0, config.policy.execute_steps
+            )
+            act, on_reset = actor, actor.reset
+        else:
+            act, on_reset = (lambda obs: env.expert_action()), None
         result = evaluate(
             env,
-            lambda obs: env.expert_action(),
+            act,
             config.env.task_names(),
             config.eval.episodes_per_task,
             config.eval.videos,
             run_dir / "videos",
+            on_reset,
         )
     finally:
         env.close()

@@ -40,7 +40,6 @@ import multiprocessing as mp
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +47,8 @@ from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+from common import QUIET_CORES, code_version, machine_busy_s, own_cpu_s, wait_until_idle
 
 import sim.mujoco  # noqa: F401  (chooses MUJOCO_GL; must come before `import mujoco`)
 
@@ -70,8 +71,6 @@ CAMERA = "agentview"
 TASK_NAME = "reach_target"  # every measurement runs this task, so that physics costs compare
 GYM_ENV_ID = "vla_rl/ReachTarget-v0"
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-QUIET_CORES = 0.2  # a repetition is "quiet" when other processes used less than this many cores
 TARGETS = {"raw": 1.4, "async": 5.0, "render": 0.8}  # minimum ratios: batched env / baseline
 
 
@@ -154,58 +153,17 @@ def time_loop(step: Callable[[], int], seconds: float) -> tuple[int, float]:
             return count, elapsed
 
 
-def _machine_busy_s() -> float:
-    """CPU seconds all processes of this machine have used (user, nice, system, irq, softirq)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS  # minus idle and iowait
-
-
-def _own_cpu_s() -> float:
-    """CPU seconds used by this process and its live descendants (workers, renderers)."""
-    parents, cpu = {}, {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                text = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = text[text.rindex(")") + 2 :].split()
-            parents[int(entry.name)] = int(fields[1])
-            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    tree, frontier = {os.getpid()}, [os.getpid()]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
-        tree.update(children)
-        frontier.extend(children)
-    return sum(cpu.get(pid, 0.0) for pid in tree)
-
-
 def measure_sample(measurement: Measurement, seconds: float) -> Sample:
     """Run one repetition and note how many cores other processes used meanwhile (Linux only)."""
     try:
-        machine, own, start = _machine_busy_s(), _own_cpu_s(), time.perf_counter()
+        machine, own, start = machine_busy_s(), own_cpu_s(), time.perf_counter()
     except (OSError, ValueError, IndexError):
         return measurement.run(seconds)
     sample = measurement.run(seconds)
     elapsed = time.perf_counter() - start
-    other = (_machine_busy_s() - machine) - (_own_cpu_s() - own)
+    other = (machine_busy_s() - machine) - (own_cpu_s() - own)
     sample.other_cores = max(other, 0.0) / elapsed
     return sample
-
-
-def wait_until_idle(max_wait: float, threshold: float = QUIET_CORES) -> None:
-    """Wait up to ``max_wait`` s until other processes use under ``threshold`` cores (1 s windows)."""
-    deadline = time.perf_counter() + max_wait
-    while time.perf_counter() < deadline:
-        try:
-            machine, own, start = _machine_busy_s(), _own_cpu_s(), time.perf_counter()
-            time.sleep(1.0)
-            other = (_machine_busy_s() - machine) - (_own_cpu_s() - own)
-        except (OSError, ValueError, IndexError):
-            return
-        if other / (time.perf_counter() - start) < threshold:
-            return
 
 
 def hold_controls() -> np.ndarray:
@@ -540,24 +498,6 @@ def markdown(measurements: list[Measurement], ratios: list[dict[str, Any]], sett
     return "\n".join(lines)
 
 
-def code_version() -> dict[str, Any]:
-    """The commit measured and the files under sim/ that differ from it (read-only git calls)."""
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, timeout=10)
-        return result.stdout.strip() if result.returncode == 0 else ""
-
-    try:
-        return {
-            "commit": git("rev-parse", "HEAD"),
-            "modified": git("diff", "--name-only", "HEAD", "--", "sim").split(),
-        }
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": "", "modified": []}
-
-
 def gl_renderer_name() -> str:
     """The OpenGL renderer string of an off-screen context (e.g. llvmpipe = software)."""
     try:
@@ -662,7 +602,7 @@ def main(argv: list[str] | None = None) -> None:
             "gl_renderer": gl_renderer_name(),
         },
         "task": TASK_NAME,
-        "code": code_version(),
+        "code": code_version("sim"),
         "substeps": SUBSTEPS,
         "setup_seconds": setup_s,
         "total_seconds": time.perf_counter() - started,

@@ -47,7 +47,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -58,6 +57,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import QUIET_CORES, code_version, machine_busy_s, wait_until_idle
 
 from vla_rl.algos.sft import augment_images, token_loss
 from vla_rl.policy.configuration_vla import VLAConfig
@@ -74,9 +74,7 @@ TASKS = (
 CAMERA_RESOLUTION = 128  # env frames; the processor resizes them to config.image_size
 SFT_FRAMES = 256
 RATIO_TARGET = 10.0
-QUIET_CORES = 0.2
 THREAD_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True)
@@ -150,19 +148,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _machine_busy_s() -> float:
-    """CPU seconds all processes of this machine have used (user, nice, system, irq, softirq)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS  # minus idle and iowait
-
-
 def take_sample(measurement: Measurement, settings: Settings, device: torch.device) -> Sample:
     """Call ``measurement`` ``settings.min_calls`` times and for ``settings.sample_seconds`` at least.
 
     Also notes how many cores other processes kept busy meanwhile (Linux only).
     """
     try:
-        machine_start = _machine_busy_s()
+        machine_start = machine_busy_s()
     except (OSError, ValueError, IndexError):
         machine_start = None
     own_start, start = time.process_time(), time.perf_counter()
@@ -176,23 +168,9 @@ def take_sample(measurement: Measurement, settings: Settings, device: torch.devi
     elapsed = time.perf_counter() - start
     other = None
     if machine_start is not None:
-        busy = _machine_busy_s() - machine_start - (time.process_time() - own_start)
+        busy = machine_busy_s() - machine_start - (time.process_time() - own_start)
         other = max(busy, 0.0) / elapsed
     return Sample(latencies, other)
-
-
-def wait_until_idle(max_wait: float) -> None:
-    """Wait up to ``max_wait`` s until other processes use under `QUIET_CORES` cores (1 s windows)."""
-    deadline = time.perf_counter() + max_wait
-    while time.perf_counter() < deadline:
-        try:
-            machine, own, start = _machine_busy_s(), time.process_time(), time.perf_counter()
-            time.sleep(1.0)
-            other = _machine_busy_s() - machine - (time.process_time() - own)
-        except (OSError, ValueError, IndexError):
-            return
-        if other / (time.perf_counter() - start) < QUIET_CORES:
-            return
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -484,24 +462,6 @@ def verdict(ratios: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def code_version() -> dict[str, Any]:
-    """The commit measured and the files under vla_rl/ that differ from it (read-only git calls)."""
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, timeout=10)
-        return result.stdout.strip() if result.returncode == 0 else ""
-
-    try:
-        return {
-            "commit": git("rev-parse", "HEAD"),
-            "modified": git("diff", "--name-only", "HEAD", "--", "vla_rl").split(),
-        }
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": "", "modified": []}
-
-
 def machine_info(device: torch.device, load_before: tuple[float, ...]) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     return {
@@ -594,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
         "settings": asdict(settings),
         "rounds_done": rounds_done,
         "machine": machine_info(device, load_before),
-        "code": code_version(),
+        "code": code_version("vla_rl"),
         "chunk": {"chunk_size": config.chunk_size, "action_dim": config.action_dim},
         **info,
         "setup_seconds": setup_s,

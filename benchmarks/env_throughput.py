@@ -228,6 +228,20 @@ def raw_mj_step(warmup: float, num_threads: int = 1) -> Measurement:
 # 2. and 4. The batched env
 
 
+def random_action_stepper(env: gym.vector.VectorEnv, num_envs: int) -> Callable[[], int]:
+    """Reset ``env`` and return a function that steps it with (cycled) random actions; returns N."""
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1.0, 1.0, (32, num_envs, ACTION_DIM)).astype(np.float32)
+    cursor = [0]
+
+    def step() -> int:
+        env.step(actions[cursor[0] % len(actions)])
+        cursor[0] += 1
+        return num_envs
+
+    return step
+
+
 def batched_env(
     num_envs: int, warmup: float, num_threads: int | None = None, image_size: int | None = None
 ) -> Measurement:
@@ -240,15 +254,7 @@ def batched_env(
         autoreset_mode=AutoresetMode.SAME_STEP,
         num_threads=num_threads,
     )
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    actions = rng.uniform(-1.0, 1.0, (32, num_envs, ACTION_DIM)).astype(np.float32)
-    cursor = [0]
-
-    def step() -> int:
-        env.step(actions[cursor[0] % len(actions)])
-        cursor[0] += 1
-        return num_envs
+    step = random_action_stepper(env, num_envs)
 
     def run(seconds: float) -> Sample:
         time_loop(step, warmup)
@@ -289,15 +295,7 @@ def gym_vector_env(kind: str, num_envs: int, warmup: float) -> Measurement:
     else:
         env = AsyncVectorEnv(factories, context="spawn", autoreset_mode=AutoresetMode.SAME_STEP)
         parallelism = f"{num_envs} processes"
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    actions = rng.uniform(-1.0, 1.0, (32, num_envs, ACTION_DIM)).astype(np.float32)
-    cursor = [0]
-
-    def step() -> int:
-        env.step(actions[cursor[0] % len(actions)])
-        cursor[0] += 1
-        return num_envs
+    step = random_action_stepper(env, num_envs)
 
     def run(seconds: float) -> Sample:
         time_loop(step, warmup)

@@ -285,6 +285,7 @@ class ArmBatchedEnv(BatchedEnv):
                 self._reset_env(int(env_index), self._draw_state_id(int(env_index)))
             info["task_id"] = self._task_ids.copy()
             info["init_state_id"] = self._init_state_ids.copy()
+            return self._observe(reuse=final_obs, changed=finished), reward, terminated, truncated, info
         return self._observe(), reward, terminated, truncated, info
 
     def expert_action(self) -> np.ndarray:
@@ -380,15 +381,23 @@ class ArmBatchedEnv(BatchedEnv):
                 success[mask] = ARM_TASKS[name].success(readings, self._fixtures)[mask]
         return success
 
-    def _observe(self) -> dict[str, Any]:
+    def _observe(
+        self, reuse: dict[str, Any] | None = None, changed: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """The batched observation; with ``reuse``, only the ``changed`` envs are rendered again."""
         readings = Readings.from_sensordata(self.sim.sensordata)
         state = np.concatenate(
             [readings.tcp_pos, quat_to_axis_angle(readings.tcp_quat), readings.fingers], axis=1
         )
         obs: dict[str, Any] = {OBS_STATE: state.astype(np.float32)}
         if self.renderer is not None:
-            for camera, frames in self.renderer.render().items():
-                obs[image_key(camera)] = frames
+            for camera, frames in self.renderer.render(changed).items():
+                key = image_key(camera)
+                if reuse is None:
+                    obs[key] = frames
+                else:
+                    obs[key] = reuse[key].copy()
+                    obs[key][changed] = frames
         obs[TASK] = tuple(self.task_specs[task].instruction for task in self._tasks)
         return obs
 

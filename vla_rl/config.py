@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from vla_rl.algos.grpo import GRPOConfig
+from vla_rl.algos.sft import SFTConfig
+from vla_rl.rewards.srpo import SRPORewardConfig
+from vla_rl.world_model.jepa import WorldModelConfig
+from vla_rl.world_model.training import WorldModelTrainConfig
+
 SPLITS = ("train", "eval")
 
 
@@ -118,57 +124,6 @@ class EvalConfig:
 
 
 @dataclass
-class SFTConfig:
-    """Supervised fine-tuning.
-
-    Attributes:
-        steps: optimizer steps.
-        batch_size: frames per step.
-        learning_rate: peak AdamW learning rate (after warm-up, then cosine decay to 10%).
-        weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up steps.
-        grad_clip: max global gradient norm.
-        episodes_per_task: demonstrations used per task (null: all); 1 gives ``sft_one_demo``.
-        augment: random shifts (+-4 px) and brightness/contrast jitter on training images.
-        mixed_precision: bf16 autocast where the device supports it (CUDA); ignored on CPU.
-        eval_every: steps between evaluations in the sim on ``eval`` initial states (0: only at the end).
-        eval_episodes_per_task: eval initial states per task for the periodic evaluations.
-        checkpoint_every: steps between checkpoints (the last step is always saved).
-        log_every: steps between metric rows.
-        device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
-        seed: sampling and initialization seed.
-
-    """
-
-    steps: int = 2000
-    batch_size: int = 64
-    learning_rate: float = 3e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    episodes_per_task: int | None = None
-    augment: bool = True
-    mixed_precision: bool = True
-    eval_every: int = 0
-    eval_episodes_per_task: int = 10
-    checkpoint_every: int = 500
-    log_every: int = 50
-    device: str = "auto"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_episodes_per_task"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"algo.{name} must be >= 1, got {getattr(self, name)}")
-        if self.episodes_per_task is not None and self.episodes_per_task < 1:
-            raise ValueError(f"algo.episodes_per_task must be >= 1 or null, got {self.episodes_per_task}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"algo.learning_rate must be > 0, got {self.learning_rate}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"algo.device={self.device!r} is not valid; choose one of: auto, cpu, cuda")
-
-
-@dataclass
 class PolicyConfig:
     """The VLA policy's architecture (its data-dependent sizes and statistics come from the dataset).
 
@@ -181,6 +136,7 @@ class PolicyConfig:
         execute_steps: actions of each chunk executed before re-planning (null: all K).
         image_size: model input size, pixels.
         image_token_grid: G x G image tokens per camera for the pretrained backbones.
+        keypoints_per_camera: spatial-softmax keypoint tokens per camera (``tiny`` backbone).
         hidden_dim: decoder width.
         num_layers: decoder blocks.
         num_heads: attention heads.
@@ -198,6 +154,7 @@ class PolicyConfig:
     execute_steps: int | None = None
     image_size: int = 64
     image_token_grid: int = 2
+    keypoints_per_camera: int = 16
     hidden_dim: int = 128
     num_layers: int = 3
     num_heads: int = 4
@@ -239,16 +196,70 @@ class EvalRunConfig:
 
 
 @dataclass
+class WorldModelStageConfig:
+    """The world model behind the ``srpo`` reward.
+
+    Attributes:
+        kind: ``jepa`` (in-house; trained on the demonstrations' videos unless ``path`` is set) or
+            ``vjepa2`` (a V-JEPA 2 `transformers` checkpoint in the local directory ``path``).
+        path: a saved in-house world model or a V-JEPA 2 directory; null trains a ``jepa`` one.
+        camera: the camera whose frames it embeds.
+        model: architecture of the in-house model.
+        train: its training settings.
+
+    """
+
+    kind: str = "jepa"
+    path: str | None = None
+    camera: str = "agentview"
+    model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    train: WorldModelTrainConfig = field(default_factory=WorldModelTrainConfig)
+
+    def __post_init__(self) -> None:
+        _check_choice("world_model.kind", self.kind, ("jepa", "vjepa2"))
+        if self.kind == "vjepa2" and not self.path:
+            raise ValueError("world_model.kind=vjepa2 needs world_model.path=<local V-JEPA 2 directory>")
+
+
+@dataclass
+class RewardConfig:
+    """The RL reward.
+
+    Attributes:
+        name: ``binary`` (1 on success), ``srpo`` (world-model latent progress for failures) or
+            ``pixel`` (the same progress on downsampled raw frames: the baseline the world model must beat).
+        srpo: constants of the ``srpo`` and ``pixel`` rewards.
+
+    """
+
+    name: str = "srpo"
+    srpo: SRPORewardConfig = field(default_factory=SRPORewardConfig)
+
+    def __post_init__(self) -> None:
+        _check_choice("reward.name", self.name, ("binary", "srpo", "pixel"))
+
+
+@dataclass
 class TrainConfig:
     """`vla-rl-train`: the whole pipeline, stage by stage, in one resumable run directory."""
 
     env: ArmEnvConfig = MISSING
     demos: DemosConfig = field(default_factory=DemosConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
-    algo: SFTConfig = MISSING
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    world_model: WorldModelStageConfig = field(default_factory=WorldModelStageConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    rl: GRPOConfig = field(default_factory=GRPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run_dir: str = "runs/default"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.world_model.camera not in self.env.cameras:
+            raise ValueError(
+                f"world_model.camera={self.world_model.camera!r} is not rendered; env.cameras is "
+                f"{list(self.env.cameras)}"
+            )
 
 
 def register_configs() -> None:
@@ -258,4 +269,3 @@ def register_configs() -> None:
     store.store(name="eval_schema", node=EvalRunConfig)
     store.store(name="collect_schema", node=CollectConfig)
     store.store(group="env", name="arm_schema", node=ArmEnvConfig)
-    store.store(group="algo", name="sft_schema", node=SFTConfig)

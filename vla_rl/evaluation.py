@@ -28,6 +28,15 @@ class EvalResult:
         """Success rate averaged over tasks."""
         return float(np.mean(list(self.success_by_task.values())))
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EvalResult:
+        """Inverse of `as_dict`."""
+        return cls(
+            {str(k): float(v) for k, v in values["success_by_task"].items()},
+            {str(k): int(v) for k, v in values["episodes_by_task"].items()},
+            float(values["mean_length"]),
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
@@ -58,7 +67,13 @@ def evaluate(
     video_jobs = set(sorted(video_jobs, key=lambda job: (job[1], list(tasks).index(job[0])))[:num_videos])
     jobs = [(task, k) for task in tasks for k in range(episodes_per_task)]
     episodes = run_episodes(
-        env, jobs, "eval", act, record=lambda task, k: (task, k) in video_jobs, progress="eval"
+        env,
+        jobs,
+        "eval",
+        act,
+        record=lambda task, k: (task, k) in video_jobs,
+        progress=progress,
+        on_reset=on_reset,
     )
     if video_dir is not None:
         for episode in episodes:

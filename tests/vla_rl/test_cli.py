@@ -1,9 +1,11 @@
 """End-to-end runs of the console scripts on tiny settings, and their errors on bad configs."""
 
+import csv
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,40 +62,54 @@ def test_collect_writes_a_lerobot_dataset_that_lerobot_reads_back(tmp_path):
     assert again.returncode == 0 and "already at" in again.stdout + again.stderr
 
 
-def test_train_runs_the_pipeline_and_writes_its_outputs(tmp_path):
-    result = run(
-        "vla-rl-train",
-        "env.tasks=[reach_target,lift_block]",
-        "env.num_envs=4",
-        "env.image_size=32",
-        "demos.episodes_per_task=1",
-        "eval.episodes_per_task=2",
-        "eval.videos=2",
-        "algo.steps=4",
-        "algo.batch_size=8",
-        "algo.eval_every=2",
-        "algo.eval_episodes_per_task=1",
-        "policy.hidden_dim=32",
-        "policy.num_layers=1",
-        f"demos.root={tmp_path / 'demos'}",
-        f"run_dir={tmp_path / 'run'}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_smoke_pipeline_runs_end_to_end_and_resumes_after_a_kill(tmp_path):
+    overrides = ["experiment=smoke", f"demos.root={tmp_path / 'demos'}", f"run_dir={tmp_path / 'run'}"]
     run_dir = tmp_path / "run"
+    checkpoint = run_dir / "checkpoints" / "rl_last" / "trainer.json"
+    # Kill the run (SIGKILL: no cleanup) as soon as the first RL checkpoint is on disk.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_LEROBOT_HOME": str(tmp_path / "lerobot_home")}
+    process = subprocess.Popen(
+        [str(BIN / "vla-rl-train"), *overrides],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    assert checkpoint.exists(), "the run ended before its first RL checkpoint"
+    killed_at = json.loads(checkpoint.read_text())["step"]
+    assert 1 <= killed_at <= 3
+
+    result = run("vla-rl-train", *overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "SFT already done" in output and "world model loaded" in output
+    assert f"resuming GRPO from step {killed_at}" in output or killed_at == 3
     report = json.loads((run_dir / "report.json").read_text())
-    for label in ("SFT policy", "scripted expert"):
+    for label in ("SFT policy", "after RL", "scripted expert"):
         assert report["results"][label]["episodes_by_task"] == {"reach_target": 2, "lift_block": 2}
-    assert (run_dir / "policy" / "model.safetensors").exists()
+    for name in ("policy", "sft_policy", "world_model"):
+        assert (run_dir / name / "model.safetensors").exists()
     assert (run_dir / "success.png").stat().st_size > 1000
     assert (run_dir / "success_vs_step.png").stat().st_size > 1000
     assert len(list((run_dir / "videos").glob("*.mp4"))) == 2
-    metrics = (run_dir / "metrics.csv").read_text()
-    assert "eval/success_rate" in metrics and "loss/policy" in metrics
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    # Every RL step logged once, with its timings; evaluations at steps 0 (the SFT policy) to 3.
+    rl_steps = sorted({int(row["step"]) for row in rows if row["name"] == "rl/rollout_success_rate"})
+    assert rl_steps == [1, 2, 3]
+    eval_steps = sorted({int(row["step"]) for row in rows if row["name"] == "eval/success_rate"})
+    assert eval_steps == [0, 1, 2, 3]
+    assert {"rl/time_rollout_s", "rl/time_reward_s", "rl/time_update_s", "world_model/loss"} <= {
+        row["name"] for row in rows
+    }
 
-    # Running again finds the trained policy and only evaluates.
-    again = run("vla-rl-train", *result.args[1:], cwd=tmp_path)
-    assert again.returncode == 0 and "SFT already done" in again.stdout + again.stderr
+    # Running again finds every stage done and only writes the report.
+    again = run("vla-rl-train", *overrides, cwd=tmp_path)
+    assert again.returncode == 0 and "RL already done" in again.stdout + again.stderr
 
 
 @pytest.mark.parametrize(

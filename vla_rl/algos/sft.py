@@ -8,27 +8,80 @@ masked. Training resumes from ``<run_dir>/checkpoints/sft_last`` when it exists.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from vla_rl.config import SFTConfig
+from vla_rl.algos.training_state import load_training_state, log_evaluation, save_training_state
 from vla_rl.data.frames import FrameDataset
-from vla_rl.io import write_json_atomic
 from vla_rl.metrics import MetricsLogger
 from vla_rl.policy.modeling_vla import VLAPolicy
 
 log = logging.getLogger(__name__)
+EVAL_METRIC = "sft/eval_success_rate"
+"""Metric name of the periodic evaluations (x axis: SFT step)."""
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning.
+
+    Attributes:
+        steps: optimizer steps.
+        batch_size: frames per step.
+        learning_rate: peak AdamW learning rate (after warm-up, then cosine decay to 10%).
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps.
+        grad_clip: max global gradient norm.
+        episodes_per_task: demonstrations used per task (null: all); 1 gives ``sft_one_demo``.
+        bin_sigma: soft targets: a Gaussian of this many bins around each demonstrated token (0: one-hot).
+        augment: random shifts (+-4 px) and brightness/contrast jitter on training images.
+        mixed_precision: bf16 autocast where the device supports it (CUDA); ignored on CPU.
+        eval_every: steps between evaluations in the sim on ``eval`` initial states (0: only at the end).
+        eval_episodes_per_task: eval initial states per task for the periodic evaluations.
+        checkpoint_every: steps between checkpoints (the last step is always saved).
+        log_every: steps between metric rows.
+        device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
+        seed: sampling and initialization seed.
+
+    """
+
+    steps: int = 2000
+    batch_size: int = 64
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    episodes_per_task: int | None = None
+    bin_sigma: float = 2.0
+    augment: bool = True
+    mixed_precision: bool = True
+    eval_every: int = 0
+    eval_episodes_per_task: int = 10
+    checkpoint_every: int = 500
+    log_every: int = 50
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_episodes_per_task"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sft.{name} must be >= 1, got {getattr(self, name)}")
+        if self.episodes_per_task is not None and self.episodes_per_task < 1:
+            raise ValueError(f"sft.episodes_per_task must be >= 1 or null, got {self.episodes_per_task}")
+        if self.bin_sigma < 0:
+            raise ValueError(f"sft.bin_sigma must be >= 0, got {self.bin_sigma}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"sft.learning_rate must be > 0, got {self.learning_rate}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"sft.device={self.device!r} is not valid; choose one of: auto, cpu, cuda")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -58,17 +111,30 @@ def augment_images(images: torch.Tensor, generator: torch.Generator) -> torch.Te
 
 
 def token_loss(
-    logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
+    logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, bin_sigma: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked mean cross-entropy and token accuracy.
+
+    With ``bin_sigma > 0`` the target of each token is a Gaussian over the bins centred on the
+    demonstrated one (sigma in bins, renormalized; HL-Gauss style): neighbouring bins are neighbouring
+    action values, and the soft target lets the model learn that ordering instead of 256 unrelated
+    classes. The argmax of the target stays the demonstrated bin.
 
     Args:
         logits: ``[B, K*D, bins]``.
         tokens: target tokens ``[B, K*D]``.
         mask: bool ``[B, K*D]``, True for tokens that count.
+        bin_sigma: standard deviation of the soft target in bins (0: one-hot).
 
     """
-    losses = F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten(), reduction="none").view_as(tokens)
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    if bin_sigma > 0:
+        bins = torch.arange(logits.shape[-1], device=logits.device, dtype=torch.float32)
+        target = torch.exp(-0.5 * ((bins - tokens.unsqueeze(-1).float()) / bin_sigma) ** 2)
+        target = target / target.sum(-1, keepdim=True)
+        losses = -(target * log_probs).sum(-1)
+    else:
+        losses = -log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     weights = mask.float()
     loss = (losses * weights).sum() / weights.sum().clamp(min=1.0)
     accuracy = ((logits.argmax(-1) == tokens).float() * weights).sum() / weights.sum().clamp(min=1.0)
@@ -134,7 +200,7 @@ def train_sft(
         tokens = targets[index].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = policy.logits(inputs, tokens)
-        loss, accuracy = token_loss(logits, tokens, token_mask[index].to(device))
+        loss, accuracy = token_loss(logits, tokens, token_mask[index].to(device), config.bin_sigma)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
@@ -162,72 +228,10 @@ def train_sft(
             and done % config.eval_every == 0
             and done != config.steps
         ):
-            _evaluate(policy, evaluate, done, metrics)
+            log_evaluation(policy, evaluate, done, metrics, EVAL_METRIC)
         if done % config.checkpoint_every == 0 or done == config.steps:
             save_training_state(checkpoint, policy, optimizer, scheduler, generator, done)
     bar.close()
     if evaluate is not None:
-        _evaluate(policy, evaluate, config.steps, metrics)
+        log_evaluation(policy, evaluate, config.steps, metrics, EVAL_METRIC)
     return policy
-
-
-def _evaluate(
-    policy: VLAPolicy, evaluate: Callable[[VLAPolicy, int], float], step: int, metrics: MetricsLogger
-) -> None:
-    policy.eval()
-    metrics.log(step, {"eval/success_rate": evaluate(policy, step)})
-    policy.train()
-
-
-# ----------------------------------------------------------------------------------------------------
-# Training state: the policy (its own checkpoint format) + optimizer moments as safetensors + JSON.
-
-
-def save_training_state(
-    directory: Path,
-    policy: VLAPolicy,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
-    step: int,
-) -> None:
-    """Write everything needed to resume at ``step``; the previous state is replaced only once complete."""
-    staging = directory.with_name(directory.name + ".tmp")
-    policy.save_pretrained(staging / "policy")
-    moments: dict[str, torch.Tensor] = {}
-    for index, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            moments[f"{index}.{key}"] = value.detach().cpu().contiguous().reshape(value.shape)
-    save_file(moments, str(staging / "optimizer.safetensors"))
-    save_file({"generator": generator.get_state()}, str(staging / "generator.safetensors"))
-    write_json_atomic(staging / "trainer.json", {"step": step, "scheduler": scheduler.state_dict()})
-    previous = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        directory.rename(previous)
-    staging.rename(directory)
-    if previous.exists():
-        shutil.rmtree(previous)
-
-
-def load_training_state(
-    directory: Path,
-    policy: VLAPolicy,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
-) -> int:
-    """Restore a `save_training_state` directory into the given objects; return the step to resume at."""
-    trained = VLAPolicy.from_pretrained(directory / "policy", map_location=policy.device)
-    policy.load_state_dict(trained.state_dict())
-    trainer: dict[str, Any] = json.loads((directory / "trainer.json").read_text())
-    moments = load_file(str(directory / "optimizer.safetensors"))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, tensor in moments.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = tensor.to(policy.device) if key != "step" else tensor
-    optimizer_state = optimizer.state_dict()
-    optimizer_state["state"] = state
-    optimizer.load_state_dict(optimizer_state)
-    scheduler.load_state_dict(trainer["scheduler"])
-    generator.set_state(load_file(str(directory / "generator.safetensors"))["generator"])
-    return int(trainer["step"])

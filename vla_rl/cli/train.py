@@ -1,110 +1,246 @@
 """`vla-rl-train`: the training pipeline, stage by stage, in one run directory.
 
 Stages: (1) scripted-expert demonstrations as a LeRobotDataset (collected once, reused);
-(2) supervised fine-tuning of the VLA policy on ``algo.episodes_per_task`` demonstrations per task
-(``experiment=sft_one_demo`` / ``sft_full``); (3) evaluation of the policy and of the scripted experts
-on the ``eval`` initial states. GRPO with SRPO rewards comes next (a later stage).
-Outputs under ``run_dir``: ``policy/`` (safetensors + JSON), ``checkpoints/``, ``metrics.csv`` +
-TensorBoard, ``success.png``, ``success_vs_step.png``, ``videos/*.mp4``, ``report.md`` / ``report.json``.
-A finished stage is skipped and an interrupted one resumes from its last checkpoint.
+(2) supervised fine-tuning on ``sft.episodes_per_task`` demonstrations per task, then its evaluation;
+(3) the world model behind the ``srpo`` reward (trained on the demonstrations' videos, or loaded);
+(4) GRPO for ``rl.steps`` steps with the ``reward.name`` reward, evaluated every ``rl.eval_every`` steps;
+(5) the report: success per task before and after RL, and of the scripted experts, on the ``eval``
+initial states (never trained on).
+Outputs under ``run_dir``: ``sft_policy/`` and ``policy/`` (safetensors + JSON), ``world_model/``,
+``checkpoints/``, ``metrics.csv`` + TensorBoard, ``success.png``, ``success_vs_step.png``,
+``videos/*.mp4``, ``report.md`` / ``report.json``. A finished stage is skipped and an interrupted one
+resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from sim.core import BatchedEnv
+from vla_rl.algos.grpo import train_grpo
+from vla_rl.algos.sft import train_sft
 from vla_rl.cli import CONFIG_DIR, log, summarize, to_config
 from vla_rl.config import TrainConfig
+from vla_rl.data.demos import collect_demonstrations
+from vla_rl.data.frames import load_frames
+from vla_rl.envs import make_env
+from vla_rl.evaluation import EvalResult, evaluate, plot_metric, plot_success, write_report
+from vla_rl.io import write_json_atomic
+from vla_rl.metrics import MetricsLogger
+from vla_rl.policy.actor import ChunkActor
+from vla_rl.policy.factory import build_policy
+from vla_rl.policy.modeling_vla import VLAPolicy
+from vla_rl.rewards import build_reward
+from vla_rl.rewards.base import RewardModel
+from vla_rl.world_model.base import ClipEncoder
+from vla_rl.world_model.jepa import WorldModel
+from vla_rl.world_model.training import train_world_model
+
+SFT_POLICY, RL_POLICY, WORLD_MODEL = "sft_policy", "policy", "world_model"
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     """Run the pipeline."""
-    from vla_rl.algos.sft import train_sft
-    from vla_rl.data.demos import collect_demonstrations
-    from vla_rl.data.frames import load_frames
-    from vla_rl.envs import make_env
-    from vla_rl.evaluation import evaluate, plot_metric, plot_success, write_report
-    from vla_rl.metrics import MetricsLogger
-    from vla_rl.policy.actor import ChunkActor
-    from vla_rl.policy.factory import build_policy
-    from vla_rl.policy.modeling_vla import VLAPolicy
-
     config = to_config(cfg, TrainConfig)
     run_dir = Path(config.run_dir)
     log.info("run directory %s\n%s", run_dir, summarize(config))
-    tasks = config.env.task_names()
     env = make_env(config.env)
     metrics = MetricsLogger(run_dir)
     try:
-        env.reset(seed=config.seed)
-        demos = collect_demonstrations(env, config.demos, tasks, int(env.metadata["render_fps"]))
-        log.info("stage 1/3: demonstrations in %s", demos)
-
-        policy_dir = run_dir / "policy"
-        if policy_dir.exists():
-            policy = VLAPolicy.from_pretrained(policy_dir)
-            log.info("stage 2/3: SFT already done, loaded %s", policy_dir)
-        else:
-            frames = load_frames(
-                demos,
-                config.demos.repo_id,
-                list(config.env.cameras),
-                config.policy.image_size,
-                config.policy.chunk_size,
-                config.algo.episodes_per_task,
-            )
-            policy = build_policy(config.policy, frames, list(config.env.cameras))
-            log.info(
-                "stage 2/3: SFT of a %.1fM-parameter policy on %d frames",
-                policy.num_parameters() / 1e6,
-                len(frames),
-            )
-
-            def periodic_eval(current: VLAPolicy, step: int) -> float:
-                actor = ChunkActor(current, 0.0, config.policy.execute_steps)
-                result = evaluate(
-                    env, actor, tasks, config.algo.eval_episodes_per_task, on_reset=actor.reset, progress=None
-                )
-                log.info("step %d: eval success %.1f%%", step, 100 * result.mean_success)
-                return result.mean_success
-
-            policy = train_sft(policy, frames, config.algo, run_dir, metrics, periodic_eval)
-            policy.save_pretrained(policy_dir)
-
-        policy.eval()
-        actor = ChunkActor(policy, 0.0, config.policy.execute_steps)
-        learned = evaluate(
-            env,
-            actor,
-            tasks,
-            config.eval.episodes_per_task,
-            config.eval.videos,
-            run_dir / "videos",
-            actor.reset,
-        )
-        expert = evaluate(
-            env, lambda obs: env.expert_action(), tasks, config.eval.episodes_per_task, progress="expert"
-        )
-        metrics.log(config.algo.steps, {"eval/final_success_rate": learned.mean_success})
-        log.info(
-            "stage 3/3: policy %.1f%%, scripted experts %.1f%%",
-            100 * learned.mean_success,
-            100 * expert.mean_success,
-        )
+        Pipeline(config, env, metrics).run()
     finally:
         metrics.close()
         env.close()
-    results = {"SFT policy": learned, "scripted expert": expert}
-    notes = [
-        f"Demonstrations: `{demos}`; SFT on {config.algo.episodes_per_task or 'all'} per task, "
-        f"{config.algo.steps} steps; policy `{policy_dir}`.",
-        f"Evaluation: {config.eval.episodes_per_task} eval initial states per task, greedy decoding.",
-    ]
-    write_report(run_dir, "vla-rl-train report", results, notes)
-    plot_success(run_dir / "success.png", results)
-    plot_metric(run_dir / "success_vs_step.png", metrics.csv_path, "eval/success_rate", "SFT step")
-    log.info("report: %s", run_dir / "report.md")
+
+
+class Pipeline:
+    """The stages of `vla-rl-train` over one env, one metrics sink and one run directory."""
+
+    def __init__(self, config: TrainConfig, env: BatchedEnv, metrics: MetricsLogger) -> None:
+        self.config = config
+        self.env = env
+        self.metrics = metrics
+        self.run_dir = Path(config.run_dir)
+        self.tasks = config.env.task_names()
+
+    def run(self) -> None:
+        """All stages; each skips itself when its output exists."""
+        config, run_dir = self.config, self.run_dir
+        self.env.reset(seed=config.seed)
+        demos = collect_demonstrations(
+            self.env, config.demos, self.tasks, int(self.env.metadata["render_fps"])
+        )
+        log.info("stage 1/5: demonstrations in %s", demos)
+        policy = self.supervised(demos)
+        before = self.evaluation(policy, "eval_sft.json", videos=config.rl.steps == 0)
+        log.info("stage 2/5: SFT policy %.1f%% on eval states", 100 * before.mean_success)
+        results: dict[str, EvalResult] = {"SFT policy": before}
+        if config.rl.steps > 0:
+            self.metrics.log(0, {"eval/success_rate": before.mean_success})
+            reward = self.reward(demos)
+            policy, after = self.reinforce(policy, reward)
+            results["after RL"] = after
+            log.info("stage 4/5: RL policy %.1f%% on eval states", 100 * after.mean_success)
+        expert = evaluate(
+            self.env,
+            lambda obs: self.env.expert_action(),
+            self.tasks,
+            config.eval.episodes_per_task,
+            progress="expert",
+        )
+        results["scripted expert"] = expert
+        notes = [
+            f"Demonstrations: `{demos}`; SFT on {config.sft.episodes_per_task or 'all'} per task, "
+            f"{config.sft.steps} steps; then {config.rl.steps} GRPO steps with the `{config.reward.name}` "
+            f"reward ({config.rl.groups_per_step} groups x {config.rl.group_size} rollouts per step).",
+            f"Evaluation: {config.eval.episodes_per_task} eval initial states per task, greedy decoding.",
+        ]
+        write_report(run_dir, "vla-rl-train report", results, notes)
+        plot_success(run_dir / "success.png", results)
+        if config.rl.steps > 0:
+            plot_metric(
+                run_dir / "success_vs_step.png", self.metrics.csv_path, "eval/success_rate", "RL step"
+            )
+        else:
+            plot_metric(
+                run_dir / "success_vs_step.png", self.metrics.csv_path, "sft/eval_success_rate", "SFT step"
+            )
+        log.info("stage 5/5: report %s", run_dir / "report.md")
+
+    # ------------------------------------------------------------------------------------------------
+
+    def supervised(self, demos: Path) -> VLAPolicy:
+        """Stage 2: the SFT policy (trained, or loaded when ``sft_policy/`` exists)."""
+        config, directory = self.config, self.run_dir / SFT_POLICY
+        if directory.exists():
+            log.info("stage 2/5: SFT already done, loaded %s", directory)
+            return VLAPolicy.from_pretrained(directory)
+        frames = load_frames(
+            demos,
+            config.demos.repo_id,
+            list(config.env.cameras),
+            config.policy.image_size,
+            config.policy.chunk_size,
+            config.sft.episodes_per_task,
+        )
+        policy = build_policy(config.policy, frames, list(config.env.cameras))
+        log.info(
+            "stage 2/5: SFT of a %.1fM-parameter policy on %d frames",
+            policy.num_parameters() / 1e6,
+            len(frames),
+        )
+
+        def periodic_eval(current: VLAPolicy, step: int) -> float:
+            result = self._evaluate(current, config.sft.eval_episodes_per_task)
+            log.info("SFT step %d: eval success %.1f%%", step, 100 * result.mean_success)
+            return result.mean_success
+
+        policy = train_sft(policy, frames, config.sft, self.run_dir, self.metrics, periodic_eval)
+        policy.save_pretrained(directory)
+        return policy
+
+    def reward(self, demos: Path) -> RewardModel:
+        """Stage 3: the reward model (with its world model for ``srpo``)."""
+        config = self.config
+        encoder = self.world_model(demos) if config.reward.name == "srpo" else None
+        log.info("stage 3/5: reward %s", config.reward.name)
+        return build_reward(config.reward.name, encoder, config.reward.srpo)
+
+    def world_model(self, demos: Path) -> ClipEncoder:
+        """The clip encoder of the ``srpo`` reward: V-JEPA 2, a saved model, or one trained on the demos."""
+        stage, directory = self.config.world_model, self.run_dir / WORLD_MODEL
+        if stage.kind == "vjepa2":
+            from vla_rl.world_model.vjepa2 import VJEPA2ClipEncoder
+
+            return VJEPA2ClipEncoder(str(stage.path))
+        if stage.path is not None or directory.exists():
+            path = Path(stage.path) if stage.path is not None else directory
+            log.info("stage 3/5: world model loaded from %s", path)
+            return WorldModel.from_pretrained(path)
+        frames = load_frames(
+            demos, self.config.demos.repo_id, [stage.camera], stage.model.image_size, 1, None
+        )
+        episodes = [
+            frames.images[frames.episode == index, 0].permute(0, 2, 3, 1).numpy()
+            for index in frames.episode.unique().tolist()
+        ]
+        log.info("stage 3/5: training the world model on %d demonstration videos", len(episodes))
+        model = WorldModel(stage.model)
+        losses = train_world_model(model, episodes, stage.train)
+        for step in range(0, len(losses), 50):
+            self.metrics.log(step + 1, {"world_model/loss": losses[step]})
+        model.save_pretrained(directory)
+        return model
+
+    def reinforce(self, policy: VLAPolicy, reward: RewardModel) -> tuple[VLAPolicy, EvalResult]:
+        """Stage 4: GRPO from the SFT policy; returns the RL policy and its final evaluation."""
+        config, directory = self.config, self.run_dir / RL_POLICY
+        if directory.exists():
+            log.info("stage 4/5: RL already done, loaded %s", directory)
+            policy = VLAPolicy.from_pretrained(directory)
+            return policy, self.evaluation(policy, "eval_rl.json", videos=True)
+        final: dict[str, EvalResult] = {}
+
+        def periodic_eval(current: VLAPolicy, step: int) -> float:
+            last = step == config.rl.steps
+            result = self._evaluate(current, config.eval.episodes_per_task, videos=last)
+            log.info("RL step %d: eval success %.1f%%", step, 100 * result.mean_success)
+            if last:
+                final["result"] = result
+            return result.mean_success
+
+        instructions = {task: self.env.task_specs[task].instruction for task in self.tasks}
+        num_train_states = min(self.env.task_specs[task].num_train_states for task in self.tasks)
+        execute_steps = config.policy.execute_steps or policy.config.chunk_size
+        policy = train_grpo(
+            policy,
+            self.env,
+            reward,
+            self.tasks,
+            instructions,
+            num_train_states,
+            execute_steps,
+            config.world_model.camera,
+            config.rl,
+            self.run_dir,
+            self.metrics,
+            periodic_eval,
+        )
+        policy.save_pretrained(directory)
+
+        write_json_atomic(self.run_dir / "eval_rl.json", final["result"].as_dict())
+        return policy, final["result"]
+
+    # ------------------------------------------------------------------------------------------------
+
+    def evaluation(self, policy: VLAPolicy, name: str, videos: bool) -> EvalResult:
+        """A full evaluation of ``policy``, cached in ``run_dir/name`` (JSON)."""
+        path = self.run_dir / name
+        if path.exists():
+            return EvalResult.from_dict(json.loads(path.read_text()))
+        result = self._evaluate(policy, self.config.eval.episodes_per_task, videos)
+        write_json_atomic(path, result.as_dict())
+        return result
+
+    def _evaluate(self, policy: VLAPolicy, episodes_per_task: int, videos: bool = False) -> EvalResult:
+
+        was_training = policy.training
+        policy.eval()
+        actor = ChunkActor(policy, 0.0, self.config.policy.execute_steps)
+        result = evaluate(
+            self.env,
+            actor,
+            self.tasks,
+            episodes_per_task,
+            self.config.eval.videos if videos else 0,
+            self.run_dir / "videos",
+            actor.reset,
+            progress=None,
+        )
+        policy.train(was_training)
+        return result

@@ -1,8 +1,8 @@
 """Observation encoders: camera images + instruction + state -> observation tokens ``[B, T_obs, H]``.
 
-- ``tiny``: a from-scratch CNN (one token per 16x16 pixels after pooling) per camera, hashed word
-  embeddings pooled into one instruction token, and one state token. A few million parameters;
-  trains on a CPU in minutes.
+- ``tiny``: a from-scratch CNN per camera (one token per 16x16 pixels after pooling, plus spatial-softmax
+  keypoint tokens), hashed word embeddings pooled into one instruction token, and one state token. A few
+  million parameters; trains on a CPU in minutes.
 - ``small``: pretrained encoders that ship inside PyPI packages and load offline (EfficientNet-Lite0 for
   images, all-MiniLM-L6-v2 for the instruction), frozen or fine-tuned.
 - ``hf``: a `transformers` vision-language model loaded from a local directory.
@@ -37,8 +37,35 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     return table
 
 
+class SpatialSoftmax(nn.Module):
+    """Feature maps -> keypoints: the softmax-weighted mean pixel coordinate of each learned map.
+
+    Gives a from-scratch encoder sub-pixel positions of what it attends to (Levine et al. 2016), which
+    coarse pooled patch tokens lose.
+    """
+
+    def __init__(self, channels: int, keypoints: int) -> None:
+        super().__init__()
+        self.maps = nn.Conv2d(channels, keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[N, channels, h, w]`` -> keypoint coordinates ``[N, keypoints, 2]`` (x, y in [-1, 1])."""
+        maps = self.maps(features)
+        height, width = maps.shape[-2:]
+        weights = torch.softmax(maps.flatten(2) / self.log_temperature.exp(), dim=-1)  # [N, P, h*w]
+        ys = torch.linspace(-1.0, 1.0, height, device=maps.device, dtype=weights.dtype)
+        xs = torch.linspace(-1.0, 1.0, width, device=maps.device, dtype=weights.dtype)
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)  # [h*w, 2]
+        return weights @ grid
+
+
 class TinyEncoder(nn.Module):
-    """From-scratch encoder: per-camera CNN patch tokens, one instruction token, one state token."""
+    """From-scratch encoder: per-camera CNN patch and keypoint tokens, one instruction and one state token.
+
+    Per camera, a stride-4 CNN trunk feeds (a) ``(s/16)^2`` pooled patch tokens (what is where, coarsely)
+    and (b) ``keypoints_per_camera`` spatial-softmax keypoint tokens (precise positions).
+    """
 
     def __init__(self, config: VLAConfig) -> None:
         super().__init__()
@@ -47,19 +74,28 @@ class TinyEncoder(nn.Module):
                 f"the tiny backbone needs policy.image_size divisible by 16, got {config.image_size}"
             )
         hidden = config.hidden_dim
-        self.cnn = nn.Sequential(
+        self.trunk = nn.Sequential(
             nn.Conv2d(3, 32, 5, stride=2, padding=2),
             nn.GroupNorm(8, 32),
             nn.GELU(),
             nn.Conv2d(32, 64, 3, stride=2, padding=1),
             nn.GroupNorm(8, 64),
             nn.GELU(),
-            nn.Conv2d(64, hidden, 3, stride=2, padding=1),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.GroupNorm(8, 64),
             nn.GELU(),
-            nn.AvgPool2d(2),
         )
-        patches = (config.image_size // 16) ** 2
-        self.patch_position = nn.Parameter(torch.randn(patches, hidden) * 0.02)
+        self.patches = nn.Sequential(
+            nn.Conv2d(64, hidden, 3, stride=2, padding=1), nn.GELU(), nn.AvgPool2d(2)
+        )
+        self.spatial_softmax = SpatialSoftmax(64, config.keypoints_per_camera)
+        self.keypoint_projection = nn.Linear(2, hidden)
+        # Start the keypoint tokens small, like the learned embeddings: until training finds what to
+        # track, their coordinates are noise that would otherwise swamp the other tokens.
+        nn.init.normal_(self.keypoint_projection.weight, std=0.02)
+        nn.init.zeros_(self.keypoint_projection.bias)
+        tokens_per_camera = (config.image_size // 16) ** 2 + config.keypoints_per_camera
+        self.image_position = nn.Parameter(torch.randn(tokens_per_camera, hidden) * 0.02)
         self.camera_embedding = nn.Parameter(torch.randn(len(config.cameras), hidden) * 0.02)
         self.word_embedding = nn.Embedding(config.text_vocab_size, hidden, padding_idx=0)
         self.register_buffer(
@@ -71,13 +107,17 @@ class TinyEncoder(nn.Module):
         self.type_embedding = nn.Parameter(torch.randn(3, hidden) * 0.02)  # image, text, state
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Processor outputs -> tokens ``[B, C * (s/16)^2 + 2, H]``."""
+        """Processor outputs -> tokens ``[B, C * ((s/16)^2 + keypoints_per_camera) + 2, H]``."""
         images = inputs["images"]
         batch, cameras = images.shape[:2]
-        features = self.cnn(images.flatten(0, 1))  # [B*C, H, s/16, s/16]
-        patches = features.flatten(2).transpose(1, 2) + self.patch_position
-        patches = patches.view(batch, cameras, -1, patches.shape[-1]) + self.camera_embedding[None, :, None]
-        image_tokens = patches.flatten(1, 2) + self.type_embedding[0]
+        features = self.trunk(images.flatten(0, 1))  # [B*C, 64, s/4, s/4]
+        patches = self.patches(features).flatten(2).transpose(1, 2)  # [B*C, (s/16)^2, H]
+        keypoints = self.keypoint_projection(self.spatial_softmax(features))  # [B*C, P, H]
+        per_camera = torch.cat([patches, keypoints], dim=1) + self.image_position
+        per_camera = per_camera.view(batch, cameras, -1, per_camera.shape[-1])
+        image_tokens = (per_camera + self.camera_embedding[None, :, None]).flatten(
+            1, 2
+        ) + self.type_embedding[0]
         mask = inputs["text_mask"].unsqueeze(-1).float()
         words = (self.word_embedding(inputs["text_ids"]) + self.word_position) * mask
         text_token = (

@@ -32,6 +32,7 @@ class VLAConfig:
         freeze_backbone: keep pretrained encoder weights fixed (``small`` and ``hf``).
         image_token_grid: G; the pretrained backbones (``small``, ``hf``) average-pool each camera's
             feature map to G x G image tokens.
+        keypoints_per_camera: spatial-softmax keypoint tokens per camera (``tiny`` backbone).
         hidden_dim: width of the action decoder.
         num_layers: transformer blocks in the action decoder.
         num_heads: attention heads.
@@ -57,6 +58,7 @@ class VLAConfig:
     backbone_path: str | None = None
     freeze_backbone: bool = True
     image_token_grid: int = 2
+    keypoints_per_camera: int = 16
     hidden_dim: int = 128
     num_layers: int = 3
     num_heads: int = 4
@@ -77,6 +79,7 @@ class VLAConfig:
             "chunk_size",
             "image_size",
             "image_token_grid",
+            "keypoints_per_camera",
             "hidden_dim",
             "num_layers",
             "num_heads",

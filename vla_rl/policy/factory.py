@@ -22,6 +22,7 @@ def build_policy(config: PolicyConfig, frames: FrameDataset, cameras: list[str])
         backbone_path=config.backbone_path,
         freeze_backbone=config.freeze_backbone,
         image_token_grid=config.image_token_grid,
+        keypoints_per_camera=config.keypoints_per_camera,
         hidden_dim=config.hidden_dim,
         num_layers=config.num_layers,
         num_heads=config.num_heads,

@@ -18,26 +18,18 @@ Token i of a chunk is action dimension ``i % D`` of future step ``i // D``.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vla_rl.io import write_text_atomic
+from vla_rl.checkpoint import load_checkpoint, save_checkpoint
 from vla_rl.policy.backbones import build_encoder
 from vla_rl.policy.configuration_vla import VLAConfig
 from vla_rl.policy.processor_vla import VLAProcessor
 from vla_rl.policy.tokenizer import ActionTokenizer
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-CHECKSUM_FILE = "model.safetensors.sha256"
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -250,39 +242,13 @@ class VLAPolicy(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``config.json``, ``model.safetensors`` and its SHA-256; replaces ``directory`` atomically."""
-        directory = Path(directory)
-        staging = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
-        save_file(state, str(staging / WEIGHTS_FILE))
-        write_text_atomic(staging / CHECKSUM_FILE, _sha256(staging / WEIGHTS_FILE) + "\n")
-        write_text_atomic(staging / CONFIG_FILE, self.config.to_json() + "\n")
-        previous = directory.with_name(directory.name + ".old")
-        shutil.rmtree(previous, ignore_errors=True)
-        if directory.exists():
-            directory.rename(previous)
-        staging.rename(directory)
-        shutil.rmtree(previous, ignore_errors=True)
+        save_checkpoint(directory, self.state_dict(), self.config.to_json())
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> VLAPolicy:
         """Load a `save_pretrained` checkpoint; a missing, truncated or altered file is a clear error."""
-        directory = Path(directory)
-        for name in (CONFIG_FILE, WEIGHTS_FILE, CHECKSUM_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory} is not a vla-rl policy checkpoint: {name} is missing")
-        config = VLAConfig.from_json((directory / CONFIG_FILE).read_text())
-        expected = (directory / CHECKSUM_FILE).read_text().strip()
-        if _sha256(directory / WEIGHTS_FILE) != expected:
-            raise ValueError(
-                f"{directory / WEIGHTS_FILE} does not match its SHA-256: the file is truncated or altered"
-            )
-        try:
-            state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
-        except (SafetensorError, OSError) as error:
-            raise ValueError(f"cannot read {directory / WEIGHTS_FILE}: {error}") from None
-        policy = cls(config)
+        config_text, state = load_checkpoint(directory, map_location, kind="policy")
+        policy = cls(VLAConfig.from_json(config_text))
         missing, unexpected = policy.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(
@@ -302,11 +268,3 @@ def _sample(logits: torch.Tensor, temperature: float) -> torch.Tensor:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).view(probs.shape[:-1])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

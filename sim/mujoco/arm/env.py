@@ -303,8 +303,10 @@ class ArmBatchedEnv(BatchedEnv):
                 actions[env_index] = self._expert_holds[env_index]
                 continue
             translation = (target.position - view.tcp_pos) / MAX_TRANSLATION
-            rotation_error = target_rotation(target.yaw) @ quat_to_mat(view.tcp_quat).T
-            rotation = mat_to_axis_angle(rotation_error) / MAX_ROTATION
+            rotation: np.ndarray = np.zeros(3)  # yaw None: keep the current orientation
+            if target.yaw is not None:
+                rotation_error = target_rotation(target.yaw) @ quat_to_mat(view.tcp_quat).T
+                rotation = mat_to_axis_angle(rotation_error) / MAX_ROTATION
             action = np.concatenate([np.clip(translation, -1, 1), np.clip(rotation, -1, 1), [target.gripper]])
             self._expert_holds[env_index] = [0, 0, 0, 0, 0, 0, target.gripper]
             actions[env_index] = action

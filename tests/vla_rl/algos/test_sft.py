@@ -2,8 +2,7 @@ import csv
 
 import torch
 
-from vla_rl.algos.sft import cosine_schedule, token_loss, train_sft
-from vla_rl.config import SFTConfig
+from vla_rl.algos.sft import SFTConfig, cosine_schedule, token_loss, train_sft
 from vla_rl.data.frames import FrameDataset, _action_chunks
 from vla_rl.metrics import MetricsLogger
 from vla_rl.policy.configuration_vla import VLAConfig
@@ -34,7 +33,17 @@ def synthetic_frames(frames=8):
 def make_policy():
     torch.manual_seed(0)
     return VLAPolicy(
-        VLAConfig(image_size=32, hidden_dim=32, num_layers=2, num_heads=2, chunk_size=2, num_bins=16)
+        # The images are noise and the action depends on the state only: few keypoint tokens (noise
+        # here) keep this 60-step test about the loss and the resume, not about ignoring noise.
+        VLAConfig(
+            image_size=32,
+            hidden_dim=32,
+            num_layers=2,
+            num_heads=2,
+            chunk_size=2,
+            num_bins=16,
+            keypoints_per_camera=2,
+        )
     )
 
 
@@ -55,6 +64,21 @@ def test_token_loss_arithmetic():
     assert torch.isclose(masked, -torch.log(torch.tensor(0.75)))
 
 
+def test_soft_bin_targets_by_hand():
+    # 3 bins, target bin 1, sigma 1: weights exp(-1/2), 1, exp(-1/2), normalized by 1 + 2 exp(-1/2).
+    # Uniform logits: every log-prob is -log 3, so the loss is log 3 whatever the target.
+    uniform = torch.zeros(1, 1, 3)
+    loss, _ = token_loss(uniform, torch.tensor([[1]]), torch.tensor([[True]]), bin_sigma=1.0)
+    assert torch.isclose(loss, torch.log(torch.tensor(3.0)))
+    # Logits putting all mass near bin 1: loss = -sum_j w_j log p_j with p = softmax([0, 2, 0]).
+    logits = torch.tensor([[[0.0, 2.0, 0.0]]])
+    side = torch.exp(torch.tensor(-0.5))
+    weights = torch.stack([side, torch.tensor(1.0), side]) / (1 + 2 * side)
+    expected = -(weights * torch.log_softmax(logits[0, 0], -1)).sum()
+    loss, accuracy = token_loss(logits, torch.tensor([[1]]), torch.tensor([[True]]), bin_sigma=1.0)
+    assert torch.isclose(loss, expected) and accuracy == 1.0
+
+
 def test_cosine_schedule_warms_up_then_decays_to_a_tenth():
     assert cosine_schedule(0, 10, 100) == 0.1
     assert cosine_schedule(9, 10, 100) == 1.0
@@ -70,8 +94,15 @@ def test_action_chunks_pad_with_the_last_action_and_mask_it():
 
 
 def test_sft_lowers_the_loss_and_resumes_where_it_stopped(tmp_path):
+    # One-hot targets: the loss then falls towards 0 (soft targets have their own entropy as a floor).
     config = SFTConfig(
-        steps=60, batch_size=16, learning_rate=3e-3, warmup_steps=5, log_every=10, checkpoint_every=30
+        steps=60,
+        batch_size=16,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        log_every=10,
+        checkpoint_every=30,
+        bin_sigma=0.0,
     )
     metrics = MetricsLogger(tmp_path)
     train_sft(

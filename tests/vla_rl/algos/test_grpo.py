@@ -1,0 +1,164 @@
+import numpy as np
+import pytest
+import torch
+
+from vla_rl.algos.grpo import (
+    GRPOConfig,
+    build_decision_batch,
+    clipped_policy_loss,
+    draw_initial_states,
+    group_advantages,
+    keep_groups,
+    kl_to_reference,
+    update_policy,
+)
+from vla_rl.data.trajectory import Trajectory
+from vla_rl.policy.configuration_vla import VLAConfig
+from vla_rl.policy.modeling_vla import VLAPolicy
+
+
+def test_group_advantages_by_hand():
+    # Group [1, 0, 0, 0]: mean 0.25; unbiased std = sqrt((0.75^2 + 3 * 0.25^2) / 3) = sqrt(0.25) = 0.5.
+    # Group [0.3, 0.3, 0.3, 0.3]: no spread -> zero advantages (not NaN).
+    advantages = group_advantages(np.array([[1.0, 0.0, 0.0, 0.0], [0.3, 0.3, 0.3, 0.3]]))
+    np.testing.assert_allclose(advantages[0], [1.5, -0.5, -0.5, -0.5], atol=1e-5)
+    np.testing.assert_array_equal(advantages[1], np.zeros(4))
+    with pytest.raises(ValueError, match="groups, n >= 2"):
+        group_advantages(np.ones((3, 1)))
+
+
+def test_dynamic_sampling_filters():
+    success = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]], bool)
+    rewards = np.array([[0.2, 0.1, 0.0, 0.0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]], float)
+    band = keep_groups(success, rewards, GRPOConfig(filter="success_band", success_low=0.1, success_high=0.9))
+    np.testing.assert_array_equal(band, [False, True, False, True])
+    # SRPO grades the all-failure group, so the reward-spread filter keeps it; the all-success one has none.
+    spread = keep_groups(success, rewards, GRPOConfig(filter="reward_std"))
+    np.testing.assert_array_equal(spread, [True, True, False, True])
+    assert keep_groups(success, rewards, GRPOConfig(filter="none")).all()
+
+
+def test_clipped_loss_by_hand():
+    # Old log-probs 0, so ratio = exp(new log-prob). One token per row, clip range [0.8, 1.28]:
+    #   ratio 1.5, A = +1 -> min(1.5, 1.28) * 1 = 1.28  (clipped: no gradient)
+    #   ratio 0.5, A = -1 -> min(-0.5, -0.8)    = -0.8  (clipped: no gradient)
+    #   ratio 1.0, A = +2 -> 2.0                        (unclipped)
+    #   ratio 3.0, A = +2 -> masked out, must not count
+    # Token-mean loss = -(1.28 - 0.8 + 2.0) / 3.
+    new = torch.log(torch.tensor([[1.5], [0.5], [1.0], [3.0]])).requires_grad_()
+    old = torch.zeros(4, 1)
+    advantages = torch.tensor([1.0, -1.0, 2.0, 2.0])
+    mask = torch.tensor([[True], [True], [True], [False]])
+    loss, stats = clipped_policy_loss(new, old, advantages, mask, clip_low=0.2, clip_high=0.28)
+    assert loss.item() == pytest.approx(-(1.28 - 0.8 + 2.0) / 3)
+    assert stats["clip_fraction"] == pytest.approx(2 / 3)
+    assert stats["ratio_max"] == pytest.approx(1.5)
+    loss.backward()
+    # Only the unclipped, unmasked token gets a gradient: d(-ratio * A / 3) / d(log ratio) = -A * ratio / 3.
+    np.testing.assert_allclose(new.grad.numpy().ravel(), [0.0, 0.0, -2.0 / 3, 0.0], atol=1e-6)
+
+
+def test_kl_to_reference_is_zero_for_equal_policies_and_positive_otherwise():
+    log_probs = torch.log(torch.tensor([[0.5, 0.25]]))
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    assert kl_to_reference(log_probs, log_probs, mask).item() == 0.0
+    # k3 with d = ref - new = log 2 on one token, 0 on the other: (2 - log 2 - 1) / 2.
+    reference = torch.log(torch.tensor([[1.0, 0.25]]))
+    assert kl_to_reference(log_probs, reference, mask).item() == pytest.approx((1 - np.log(2)) / 2)
+
+
+def test_initial_state_draws_cycle_tasks_and_repeat_per_seed():
+    tasks = ["a", "b", "c"]
+    first = draw_initial_states(tasks, 6, 500, np.random.default_rng([0, 3]))
+    again = draw_initial_states(tasks, 6, 500, np.random.default_rng([0, 3]))
+    assert first == again
+    names = [task for task, _ in first]
+    assert sorted(names) == ["a", "a", "b", "b", "c", "c"]
+    assert all(0 <= state < 500 for _, state in first)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match=r"rl\.filter='band' is not valid; choose one of: success_band"):
+        GRPOConfig(filter="band")
+    with pytest.raises(ValueError, match=r"rl\.group_size must be >= 2"):
+        GRPOConfig(group_size=1)
+    with pytest.raises(ValueError, match=r"rl\.temperature must be > 0"):
+        GRPOConfig(temperature=0.0)
+
+
+def tiny_policy():
+    torch.manual_seed(0)
+    config = VLAConfig(
+        image_size=16,
+        hidden_dim=32,
+        num_layers=1,
+        num_heads=2,
+        chunk_size=2,
+        num_bins=8,
+        cameras=["agentview"],
+    )
+    return VLAPolicy(config).eval()
+
+
+def fake_trajectories(policy, count=4, decisions=3):
+    rng = np.random.default_rng(0)
+    trajectories = []
+    for index in range(count):
+        observation = {
+            "observation.images.agentview": rng.integers(0, 255, (decisions, 16, 16, 3), dtype=np.uint8),
+            "observation.state": rng.normal(size=(decisions, 8)).astype(np.float32),
+        }
+        _, tokens, log_probs = policy.act({**observation, "task": ["reach"] * decisions}, 1.0)
+        trajectories.append(
+            Trajectory(
+                task="reach",
+                task_id=0,
+                init_state_id=index,
+                success=index % 2 == 0,
+                frames=np.zeros((5, 16, 16, 3), np.uint8),
+                actions=np.zeros((4, 7), np.float32),
+                tokens=tokens.numpy(),
+                log_probs=log_probs.numpy(),
+                executed=np.array([2, 2, 1]),
+                observations=observation,
+            )
+        )
+    return trajectories
+
+
+def test_decision_batch_masks_unexecuted_actions():
+    policy = tiny_policy()
+    trajectories = fake_trajectories(policy)
+    batch = build_decision_batch(trajectories, np.arange(4, dtype=np.float32), {"reach": "reach it"}, 7)
+    assert len(batch) == 12 and batch.tokens.shape == (12, 14)
+    # The last decision of each trajectory executed 1 of its 2 actions: only the first 7 tokens count.
+    assert batch.mask[2].tolist() == [True] * 7 + [False] * 7
+    assert batch.mask[0].all()
+    np.testing.assert_array_equal(batch.advantages.numpy(), np.repeat(np.arange(4), 3))
+    assert batch.tasks[0] == "reach it"
+
+
+def test_several_ppo_epochs_move_the_ratio_and_clipping_acts():
+    policy = tiny_policy()
+    trajectories = fake_trajectories(policy)
+    batch = build_decision_batch(trajectories, np.array([1.0, -1.0, 1.0, -1.0]), {"reach": "reach"}, 7)
+    config = GRPOConfig(ppo_epochs=4, minibatch_size=4, learning_rate=3e-2, grad_clip=10.0)
+    parameters = list(policy.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
+    stats = update_policy(
+        policy, None, batch, optimizer, parameters, config, torch.Generator().manual_seed(0)
+    )
+    # The first minibatch is exactly on-policy (ratio 1); later ones are not, and the clip removes some
+    # tokens' gradients. Both are means over all minibatches.
+    assert stats["ratio_max"] > 1.0 + config.clip_high
+    assert stats["clip_fraction"] > 0.0
+    # The policy moved toward the positive-advantage tokens.
+    after = build_decision_batch(trajectories, np.zeros(4), {"reach": "reach"}, 7)
+    with torch.no_grad():
+        new = policy.log_prob(policy.processor(_observation(after), "cpu"), after.tokens, 1.0)
+    gain = (new - after.old_log_probs).mean(1).view(4, 3).mean(1)
+    assert gain[0] > gain[1] and gain[2] > gain[3]
+
+
+def _observation(batch):
+    return {**batch.observations, "task": batch.tasks}

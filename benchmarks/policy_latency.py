@@ -513,6 +513,9 @@ def main(argv: list[str] | None = None) -> None:
         help="before each round, wait up to this long for other processes to leave the cores idle",
     )
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
+    parser.add_argument(
+        "--backbones", nargs="+", choices=["tiny", "small"], help="backbones to measure (default: both)"
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results path")
     args = parser.parse_args(argv)
     settings = Settings.quick() if args.quick else Settings.full()
@@ -522,6 +525,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = replace(settings, sample_seconds=args.sample_seconds)
     if args.max_seconds is not None:
         settings = replace(settings, max_seconds=args.max_seconds)
+    if args.backbones is not None:
+        settings = replace(settings, backbones=tuple(args.backbones))
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but no CUDA device is available")

@@ -2,14 +2,16 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/srpo_vs_binary.py                       # the default pipeline's settings
-    .venv/bin/python benchmarks/srpo_vs_binary.py --seeds 0 1 --overrides rl.steps=20
+    .venv/bin/python benchmarks/srpo_vs_binary.py                      # the default pipeline's settings
+    .venv/bin/python benchmarks/srpo_vs_binary.py --seeds 0 1 --rl-steps 10 --device cuda
 
-Each (reward, seed) arm is one ``vla-rl-train`` run. The first (srpo) trains the demonstrations' SFT
-policy and the world model; every later arm's run directory starts with copies of both, so they all start
-from the same policy and only GRPO and the evaluations run again. Per arm it reads ``eval/success_rate``
-vs RL step from ``metrics.csv``, the RL throughput and where the time goes. Writes
-``benchmarks/results/srpo_vs_binary.json`` and ``.png``; prints a table. The targets (issue 4): SRPO
+One process, the library's own stages (the same ones `vla-rl-train` runs, without a dataset on disk):
+scripted-expert demonstrations in memory -> SFT on ``--sft-demos`` per task -> the JEPA world model on
+all demonstrations' ``agentview`` videos -> for every (reward, seed): GRPO from a copy of that SFT policy
+with evaluations on the ``eval`` initial states every ``--eval-every`` steps. Reports per reward the
+success-vs-step curves, the RL steps to 90% success, the final success, RL throughput (env steps/s,
+trajectories/s) and where the time goes (rollout, reward, update). Writes
+``benchmarks/results/srpo_vs_binary.json`` and ``.png`` and prints a table. The targets (issue 4): SRPO
 reaches 90% in at most half the RL steps binary needs; final SRPO success >= 95%.
 """
 
@@ -20,39 +22,41 @@ import csv
 import io
 import json
 import os
-import shutil
-import subprocess
-import sys
+import platform
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
+import torch
 from common import code_version
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN = Path(sys.executable).parent / "vla-rl-train"
-RESULTS = ROOT / "benchmarks" / "results"
+from sim.mujoco.arm.env import ArmBatchedEnv
+from vla_rl.algos.grpo import GRPOConfig, train_grpo
+from vla_rl.algos.sft import SFTConfig, train_sft
+from vla_rl.config import PolicyConfig
+from vla_rl.data.episodes import run_episodes
+from vla_rl.data.frames import frames_from_episodes
+from vla_rl.evaluation import evaluate
+from vla_rl.metrics import MetricsLogger
+from vla_rl.policy.actor import ChunkActor
+from vla_rl.policy.factory import build_policy
+from vla_rl.policy.modeling_vla import VLAPolicy
+from vla_rl.rewards import build_reward
+from vla_rl.rewards.srpo import SRPORewardConfig
+from vla_rl.world_model.jepa import WorldModel, WorldModelConfig
+from vla_rl.world_model.training import WorldModelTrainConfig, train_world_model
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+CAMERAS = ["agentview", "wrist"]
 TIME_METRICS = ("rl/time_rollout_s", "rl/time_reward_s", "rl/time_update_s")
 
 
-def train(run_dir: Path, overrides: list[str], log_path: Path) -> None:
-    """One ``vla-rl-train`` run; its output goes to ``log_path``; a failure stops the benchmark."""
-    with log_path.open("w") as log:
-        result = subprocess.run(
-            [str(TRAIN), *overrides, f"run_dir={run_dir}"],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-    if result.returncode != 0:
-        sys.exit(f"vla-rl-train failed for {run_dir}; see {log_path}")
-
-
 def read_metrics(path: Path) -> dict[str, dict[int, float]]:
-    """``metrics.csv`` -> name -> step -> value (the last row wins, as after a resume)."""
+    """``metrics.csv`` -> name -> step -> value."""
     values: dict[str, dict[int, float]] = defaultdict(dict)
     with path.open() as file:
         for row in csv.DictReader(file):
@@ -65,21 +69,6 @@ def steps_to_reach(curve: dict[int, float], level: float) -> int | None:
     return next((step for step, value in sorted(curve.items()) if value >= level), None)
 
 
-def summarize_arm(metrics: dict[str, dict[int, float]], wall_s: float) -> dict[str, Any]:
-    """Success curve, steps to 90%, final success, throughput and time split of one arm."""
-    curve = metrics["eval/success_rate"]
-    time_split = {name.split("time_")[1][:-2]: float(sum(metrics[name].values())) for name in TIME_METRICS}
-    return {
-        "curve": {str(step): value for step, value in sorted(curve.items())},
-        "steps_to_90": steps_to_reach(curve, 0.9),
-        "final_success": curve[max(curve)],
-        "env_steps_per_s": float(np.mean(list(metrics["rl/env_steps_per_s"].values()))),
-        "trajectories_per_s": float(np.mean(list(metrics["rl/trajectories_per_s"].values()))),
-        "time_s": time_split,
-        "wall_s": wall_s,
-    }
-
-
 def plot(path: Path, arms: dict[str, dict[str, Any]]) -> None:
     """Eval success vs RL step, one line per arm (colour per reward)."""
     import matplotlib
@@ -87,13 +76,12 @@ def plot(path: Path, arms: dict[str, dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"srpo": "tab:blue", "binary": "tab:orange"}
+    colours = {"srpo": "tab:blue", "binary": "tab:orange", "pixel": "tab:green"}
     figure, axis = plt.subplots(figsize=(6.5, 4))
     for name, arm in arms.items():
-        steps = [int(s) for s in arm["curve"]]
-        axis.plot(
-            steps, [100 * v for v in arm["curve"].values()], color=colours[name.split("/")[0]], label=name
-        )
+        steps = [int(step) for step in arm["curve"]]
+        values = [100 * value for value in arm["curve"].values()]
+        axis.plot(steps, values, color=colours[name.split("/")[0]], label=name, marker=".")
     axis.axhline(90, color="grey", linestyle=":", linewidth=1)
     axis.set_xlabel("RL step")
     axis.set_ylabel("success on eval states (%)")
@@ -107,80 +95,181 @@ def plot(path: Path, arms: dict[str, dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    """Run the base run and every arm; write JSON + PNG; print the table."""
+    """Shared start, then every (reward, seed) arm; JSON + PNG + table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--tasks", nargs="+", default=["close_drawer"])
     parser.add_argument(
         "--rewards", nargs="+", default=["srpo", "binary"], choices=["srpo", "binary", "pixel"]
     )
-    parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "srpo_vs_binary")
-    parser.add_argument("--overrides", nargs="*", default=[], help="vla-rl-train overrides for every run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--demos", type=int, default=10, help="demonstrations per task (world model data)")
+    parser.add_argument("--sft-demos", type=int, default=1, help="of which SFT uses this many per task")
+    parser.add_argument("--sft-steps", type=int, default=300)
+    parser.add_argument("--wm-steps", type=int, default=300)
+    parser.add_argument("--rl-steps", type=int, default=20)
+    parser.add_argument("--groups", type=int, default=4, help="initial states per RL step")
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="GRPO AdamW learning rate")
+    parser.add_argument("--ppo-epochs", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=5)
+    parser.add_argument("--eval-episodes", type=int, default=20, help="eval initial states per task")
+    parser.add_argument("--num-envs", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--render-workers", type=int, help="render processes (default: one per core)")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/srpo_vs_binary"))
     args = parser.parse_args()
+    started = time.perf_counter()
+    env = ArmBatchedEnv(
+        num_envs=args.num_envs,
+        tasks=args.tasks,
+        cameras=CAMERAS,
+        image_size=args.image_size,
+        autoreset_mode="Disabled",
+        render_workers=args.render_workers,
+    )
+    try:
+        report = run(args, env)
+    finally:
+        env.close()
+    report["wall_s"] = time.perf_counter() - started
     RESULTS.mkdir(parents=True, exist_ok=True)
-    args.work_dir.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "srpo_vs_binary.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(RESULTS / "srpo_vs_binary.png", report["arms"])
+    print_table(report)
 
-    # The first arm trains the shared start (demonstrations, SFT policy, its evaluation, world model);
-    # every later arm starts from copies of them, so only GRPO and the evaluations run again.
-    shared = ("sft_policy", "eval_sft.json", "world_model")
-    order = sorted(args.rewards, key=lambda reward: reward != "srpo")  # srpo first: it trains the world model
-    first: Path | None = None
+
+def run(args: argparse.Namespace, env: ArmBatchedEnv) -> dict[str, Any]:
+    """The shared start and the arms; returns the report."""
+    execute_steps = 4
+    policy_config = PolicyConfig(execute_steps=execute_steps, image_size=args.image_size)
+
+    def evaluation(policy: VLAPolicy, _: int) -> float:
+        actor = ChunkActor(policy, 0.0, execute_steps)
+        result = evaluate(env, actor, args.tasks, args.eval_episodes, on_reset=actor.reset, progress=None)
+        return result.mean_success
+
+    # Shared start: demonstrations, SFT policy, world model.
+    jobs = [(task, k) for task in args.tasks for k in range(args.demos)]
+    demos = run_episodes(env, jobs, "train", lambda obs: env.expert_action(), lambda *_: True, "demos")
+    demos = [episode for episode in demos if episode.success]
+    first = [e for task in args.tasks for e in [d for d in demos if d.task == task][: args.sft_demos]]
+    frames = frames_from_episodes(first, CAMERAS, args.image_size, policy_config.chunk_size)
+    torch.manual_seed(0)
+    policy = build_policy(policy_config, frames, CAMERAS)
+    sft_config = SFTConfig(
+        steps=args.sft_steps, batch_size=16, learning_rate=1e-3, episodes_per_task=1, device=args.device
+    )
+    sft_dir = args.work_dir / "sft"
+    policy = train_sft(policy, frames, sft_config, sft_dir, MetricsLogger(sft_dir))
+    policy.eval().save_pretrained(sft_dir / "policy")
+    sft_success = evaluation(policy, 0)
+    print(f"SFT start: {100 * sft_success:.1f}%", flush=True)
+    videos = [np.stack([obs["observation.images.agentview"] for obs in d.observations]) for d in demos]
+    world_model = WorldModel(WorldModelConfig())
+    device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
+    train_world_model(world_model.to(device), videos, WorldModelTrainConfig(steps=args.wm_steps))
+    world_model.eval()
+
     arms: dict[str, dict[str, Any]] = {}
-    for reward in order:
+    instructions = {task: env.task_specs[task].instruction for task in args.tasks}
+    for reward_name in args.rewards:
+        reward = build_reward(reward_name, world_model, SRPORewardConfig(num_frames=16))
         for seed in args.seeds:
-            name = f"{reward}/seed{seed}"
-            run_dir = args.work_dir / reward / f"seed{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if first is not None:
-                for stage in shared:
-                    source, target = first / stage, run_dir / stage
-                    if source.exists() and not target.exists():
-                        (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
-            print(f"arm {name}: {run_dir}", flush=True)
-            started = time.perf_counter()
-            overrides = [*args.overrides, f"reward.name={reward}", f"rl.seed={seed}"]
-            train(run_dir, overrides, run_dir.with_suffix(".log"))
-            arms[name] = summarize_arm(read_metrics(run_dir / "metrics.csv"), time.perf_counter() - started)
-            first = first or run_dir
-
-    by_reward: dict[str, dict[str, Any]] = {}
-    for reward in args.rewards:
-        runs = [arm for name, arm in arms.items() if name.startswith(reward + "/")]
+            name = f"{reward_name}/seed{seed}"
+            run_dir = args.work_dir / reward_name / f"seed{seed}"
+            metrics = MetricsLogger(run_dir)
+            metrics.log(0, {"eval/success_rate": sft_success})
+            config = GRPOConfig(
+                steps=args.rl_steps,
+                groups_per_step=args.groups,
+                group_size=args.group_size,
+                filter="reward_std",
+                learning_rate=args.learning_rate,
+                ppo_epochs=args.ppo_epochs,
+                eval_every=args.eval_every,
+                device=args.device,
+                seed=seed,
+            )
+            print(f"arm {name}", flush=True)
+            arm_started = time.perf_counter()
+            train_grpo(
+                VLAPolicy.from_pretrained(sft_dir / "policy"),
+                env,
+                reward,
+                args.tasks,
+                instructions,
+                env.task_specs[args.tasks[0]].num_train_states,
+                execute_steps,
+                "agentview",
+                config,
+                run_dir,
+                metrics,
+                evaluation,
+            )
+            metrics.close()
+            values = read_metrics(run_dir / "metrics.csv")
+            curve = values["eval/success_rate"]
+            arms[name] = {
+                "curve": {str(step): value for step, value in sorted(curve.items())},
+                "steps_to_90": steps_to_reach(curve, 0.9),
+                "final_success": curve[max(curve)],
+                "env_steps_per_s": float(np.mean(list(values["rl/env_steps_per_s"].values()))),
+                "trajectories_per_s": float(np.mean(list(values["rl/trajectories_per_s"].values()))),
+                "time_s": {key[8:-2]: float(sum(values[key].values())) for key in TIME_METRICS},
+                "wall_s": time.perf_counter() - arm_started,
+            }
+    by_reward = {}
+    for reward_name in args.rewards:
+        runs = [arm for name, arm in arms.items() if name.startswith(reward_name + "/")]
         reached = [arm["steps_to_90"] for arm in runs if arm["steps_to_90"] is not None]
-        by_reward[reward] = {
+        by_reward[reward_name] = {
             "final_success_mean": float(np.mean([arm["final_success"] for arm in runs])),
             "steps_to_90_median": float(np.median(reached)) if len(reached) == len(runs) else None,
             "seeds_reaching_90": len(reached),
             "env_steps_per_s": float(np.mean([arm["env_steps_per_s"] for arm in runs])),
             "trajectories_per_s": float(np.mean([arm["trajectories_per_s"] for arm in runs])),
-            "time_s": {k: float(np.mean([arm["time_s"][k] for arm in runs])) for k in runs[0]["time_s"]},
+            "time_s": {
+                key: float(np.mean([arm["time_s"][key] for arm in runs])) for key in runs[0]["time_s"]
+            },
         }
-    report = {
+    return {
         "benchmark": "srpo_vs_binary",
-        "overrides": args.overrides,
-        "seeds": args.seeds,
-        "sft_start": json.loads((first / "eval_sft.json").read_text()) if first else None,
+        "settings": {
+            key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
+        },
+        "machine": {
+            "cpu_cores": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "platform": platform.platform(),
+        },
+        "sft_success": sft_success,
         "arms": arms,
         "by_reward": by_reward,
         "code": code_version("vla_rl"),
     }
-    (RESULTS / "srpo_vs_binary.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(RESULTS / "srpo_vs_binary.png", arms)
 
-    if first is not None:
-        print(f"\nSFT start: {100 * report['sft_start']['mean_success']:.1f}% mean eval success")
+
+def print_table(report: dict[str, Any]) -> None:
+    """The summary table (Markdown)."""
+    machine = report["machine"]
+    print(
+        f"\n{machine['cpu_cores']} cores, GPU {machine['gpu']}; SFT start {100 * report['sft_success']:.1f}%"
+    )
     print(
         "| reward | final success (mean of seeds) | RL steps to 90% (median) | seeds reaching 90% | "
         "env steps/s | trajectories/s | rollout / reward / update s |"
     )
     print("|---|---|---|---|---|---|---|")
-    for reward, row in by_reward.items():
+    for reward, row in report["by_reward"].items():
         split = " / ".join(f"{value:.0f}" for value in row["time_s"].values())
         to_90 = "never" if row["steps_to_90_median"] is None else f"{row['steps_to_90_median']:.0f}"
         print(
             f"| {reward} | {100 * row['final_success_mean']:.1f}% | {to_90} | {row['seeds_reaching_90']}/"
-            f"{len(args.seeds)} | {row['env_steps_per_s']:.0f} | {row['trajectories_per_s']:.2f} | {split} |"
+            f"{len(report['settings']['seeds'])} | {row['env_steps_per_s']:.0f} | "
+            f"{row['trajectories_per_s']:.2f} | {split} |"
         )
-    print(f"\nwrote {RESULTS / 'srpo_vs_binary.json'} and .png")
+    print(f"\nwrote {RESULTS / 'srpo_vs_binary.json'} and .png ({report['wall_s']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -363,7 +363,7 @@ def train_grpo(
                 policy.config.action_dim,
             )
             update_stats = update_policy(policy, reference, batch, optimizer, parameters, config, generator)
-        scheduler.step()
+            scheduler.step()  # the warm-up counts updates
         update_time = time.perf_counter() - started
 
         env_steps = sum(t.length for t in trajectories)

@@ -6,6 +6,7 @@ episode's end the chunk is padded with its last action and those positions are m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
 from sim.core import ACTION, OBS_STATE, TASK, image_key
+from vla_rl.data.episodes import Episode
 
 
 @dataclass
@@ -82,12 +84,53 @@ def load_frames(
         actions.append(frame[ACTION].float())
         tasks.append(frame[TASK])
         episodes.append(int(frame["episode_index"]))
-    state = torch.stack(states)
-    action = torch.stack(actions)
+    return _assemble(
+        torch.stack(images), torch.stack(states), torch.stack(actions), tasks, episodes, chunk_size
+    )
+
+
+def frames_from_episodes(
+    episodes: Sequence[Episode], cameras: list[str], image_size: int, chunk_size: int
+) -> FrameDataset:
+    """Training frames from episodes recorded in memory (`run_episodes` with ``record``)."""
+    images, states, actions, tasks, indices = [], [], [], [], []
+    for index, episode in enumerate(episodes):
+        if episode.actions is None:
+            raise ValueError(f"episode {index} was not recorded (run_episodes(..., record=...))")
+        for step, observation in enumerate(episode.observations):
+            views = torch.stack(
+                [torch.from_numpy(np.asarray(observation[image_key(camera)])) for camera in cameras]
+            ).permute(0, 3, 1, 2)  # [C, 3, H, W] uint8
+            if views.shape[-1] != image_size or views.shape[-2] != image_size:
+                scaled = F.interpolate(
+                    views.float(), size=(image_size, image_size), mode="bilinear", antialias=True
+                )
+                views = scaled.round().clamp(0, 255).to(torch.uint8)
+            images.append(views)
+            states.append(torch.as_tensor(observation[OBS_STATE], dtype=torch.float32))
+            actions.append(torch.as_tensor(episode.actions[step], dtype=torch.float32))
+            tasks.append(str(observation[TASK]))
+            indices.append(index)
+    if not images:
+        raise ValueError("no frames: every episode is empty")
+    return _assemble(
+        torch.stack(images), torch.stack(states), torch.stack(actions), tasks, indices, chunk_size
+    )
+
+
+def _assemble(
+    images: torch.Tensor,
+    state: torch.Tensor,
+    action: torch.Tensor,
+    tasks: list[str],
+    episodes: list[int],
+    chunk_size: int,
+) -> FrameDataset:
+    """A `FrameDataset` (chunks and statistics computed) from stacked per-frame arrays."""
     episode = torch.tensor(episodes)
     chunks, mask = _action_chunks(action, episode, chunk_size)
     return FrameDataset(
-        images=torch.stack(images),
+        images=images,
         state=state,
         action_chunks=chunks,
         chunk_mask=mask,

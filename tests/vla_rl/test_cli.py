@@ -60,6 +60,9 @@ def test_collect_writes_a_lerobot_dataset_that_lerobot_reads_back(tmp_path):
     # A second run keeps the existing dataset instead of recording it again.
     again = run("vla-rl-collect", "env.tasks=[lift_block]", f"demos.root={root}", cwd=tmp_path)
     assert again.returncode == 0 and "already at" in again.stdout + again.stderr
+    # A dataset without the tasks asked for is not silently reused.
+    other = run("vla-rl-collect", "env.tasks=[reach_target]", f"demos.root={root}", cwd=tmp_path)
+    assert other.returncode != 0 and "have no episodes of ['reach_target']" in other.stderr
 
 
 def test_smoke_pipeline_runs_end_to_end_and_resumes_after_a_kill(tmp_path):

@@ -60,12 +60,19 @@ def collect_demonstrations(
     """Record ``config.episodes_per_task`` successful expert episodes per task; return the dataset root.
 
     Failed expert episodes are not recorded; the next initial states of the split replace them. A
-    dataset already at ``config.root`` is kept unless ``overwrite``.
+    dataset already at ``config.root`` is kept unless ``overwrite``; it must hold every task asked for.
     """
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 
     root = Path(config.root)
     if (root / "meta" / "info.json").exists() and not overwrite:
+        recorded_tasks = set(LeRobotDatasetMetadata(config.repo_id, root=root).tasks.index)
+        missing = [task for task in tasks if env.task_specs[task].instruction not in recorded_tasks]
+        if missing:
+            raise ValueError(
+                f"the demonstrations at {root} have no episodes of {missing}; point demos.root at another "
+                "directory, or delete this one to record them again"
+            )
         log.info("demonstrations already at %s; pass overwrite=true to record them again", root)
         return root
     partial = root.with_name(root.name + ".partial")

@@ -345,6 +345,11 @@ def train_grpo(
         # Reward and advantage.
         started = time.perf_counter()
         rewards = np.asarray(reward_fn(trajectories), np.float32)
+        if rewards.shape != (len(trajectories),) or not np.isfinite(rewards).all():
+            raise ValueError(
+                f"the reward model must return {len(trajectories)} finite rewards, got shape "
+                f"{rewards.shape} with {int((~np.isfinite(rewards)).sum())} non-finite"
+            )
         reward_time = time.perf_counter() - started
         success = np.array([t.success for t in trajectories])
         shape = (config.groups_per_step, config.group_size)

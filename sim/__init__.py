@@ -8,5 +8,6 @@ from sim.registry import Registry
 
 ENVS = Registry("env")
 ENVS.register("arm", "sim.mujoco.arm.env:ArmBatchedEnv")
+ENVS.register("so101", "sim.mujoco.so101.env:So101BatchedEnv")
 
 register_arm_tasks()

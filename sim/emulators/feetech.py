@@ -21,6 +21,11 @@ LeRobot's degrees are the MuJoCo joint angles in degrees (to 0.03 %), and the gr
 joint range (0 closed). Faults (`BusFaults`: reply latency, dropped or corrupted replies, servos that stop
 answering) can be changed at any time by assigning `FeetechBusEmulator.faults`.
 
+The scene's joint positions (arm and block) are mirrored in shared memory (`SceneMirror`) after every
+batch of physics steps, so other processes (the MJPEG camera server, `sim.emulators.camera_server`) can
+render or score the scene without a round trip through the emulator; `FeetechBusEmulator.set_qpos`
+puts the scene in a given state (an episode's initial state, as a person resets a real table).
+
 Not modelled: baud rates (the pseudo-terminal carries any), Return_Delay_Time, velocity / acceleration
 profiles (Goal_Velocity, Acceleration), torque limits other than the stall torque, operating modes other
 than position mode, and EPROM persistence across power cycles (Lock is stored, not enforced).
@@ -41,6 +46,7 @@ import time
 import tty
 from collections import Counter, deque
 from dataclasses import dataclass
+from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -48,6 +54,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import mujoco
+import numpy as np
 
 from sim.emulators.protocol import BROADCAST_ID, Instruction, Packet, PacketReader
 from sim.emulators.sts3215 import REGISTERS, TICKS_PER_TURN, RegisterError, Sts3215
@@ -111,6 +118,66 @@ class BusFaults:
             raise ValueError(f"silent_ids must be a frozenset of servo ids 0..253, got {self.silent_ids!r}")
 
 
+class SceneMirror:
+    """The emulated scene's ``qpos`` and simulation time in shared memory: one writer, any readers.
+
+    The emulator process writes after each batch of physics steps; readers in any process get a
+    consistent copy (a sequence counter, odd while a write is in progress, makes torn reads retry).
+    The creator owns the memory and unlinks it in `close`; others attach by `name`.
+    """
+
+    def __init__(self, nq: int, name: str | None = None) -> None:
+        """Create a mirror for ``nq`` positions (``name`` None) or attach to the one called ``name``."""
+        if nq < 1:
+            raise ValueError(f"nq must be >= 1, got {nq}")
+        size = 8 * (2 + nq)
+        self._owner = name is None
+        self._memory = shared_memory.SharedMemory(name=name, create=self._owner, size=size)
+        if self._memory.size < size:
+            self._memory.close()
+            raise ValueError(f"shared memory {name!r} holds {self._memory.size} bytes, a mirror needs {size}")
+        self._values: np.ndarray = np.ndarray((2 + nq,), np.float64, self._memory.buf)
+        if self._owner:
+            self._values[:] = 0.0
+        self.nq = nq
+
+    @property
+    def name(self) -> str:
+        """The shared memory's name, to attach from another process."""
+        return self._memory.name
+
+    def write(self, qpos: np.ndarray, time_s: float) -> None:
+        """Publish ``qpos`` ``[nq]`` at simulation time ``time_s`` (one writer only)."""
+        self._values[0] += 1.0
+        self._values[1] = time_s
+        self._values[2:] = qpos
+        self._values[0] += 1.0
+
+    def read(self) -> tuple[np.ndarray, float]:
+        """A consistent copy of ``(qpos [nq], simulation time)``; before the first write both are zero.
+
+        Raises:
+            RuntimeError: a write stayed unfinished for a second (its writer died in the middle of it).
+
+        """
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            sequence = self._values[0]
+            if sequence % 2 == 0:
+                time_s, qpos = float(self._values[1]), self._values[2:].copy()
+                if self._values[0] == sequence:
+                    return qpos, time_s
+            time.sleep(0)
+        raise RuntimeError(f"scene mirror {self.name}: a write never finished (its writer is gone)")
+
+    def close(self) -> None:
+        """Detach; the creator also frees the memory."""
+        del self._values
+        self._memory.close()
+        if self._owner:
+            self._memory.unlink()
+
+
 def load_calibration(path: Path) -> dict[str, dict[str, int]]:
     """Read and check a LeRobot SO-101 calibration file (motor name -> id, drive_mode, homing_offset, ...).
 
@@ -162,6 +229,7 @@ class FeetechBusEmulator:
         self._process: BaseProcess | None = None
         self._connection: Connection | None = None
         self._port: str | None = None
+        self._mirror: SceneMirror | None = None
         self._lock = threading.Lock()
 
     @property
@@ -171,11 +239,19 @@ class FeetechBusEmulator:
 
     @faults.setter
     def faults(self, faults: BusFaults) -> None:
+        self.inject(faults)
+
+    def inject(self, faults: BusFaults) -> float | None:
+        """Set the faults; return the ``time.monotonic()`` at which the running emulator applied them.
+
+        That time is the emulator process's own (the clock is system-wide), so it does not include the
+        delay of the request reaching a busy emulator; None when the emulator is not running.
+        """
         if not isinstance(faults, BusFaults):
             raise TypeError(f"faults must be a BusFaults, got {type(faults).__name__}")
-        if self._connection is not None:
-            self._call("faults", faults)
+        applied_at = self._call("faults", faults) if self._connection is not None else None
         self._faults = faults
+        return applied_at
 
     @property
     def port(self) -> str:
@@ -198,9 +274,10 @@ class FeetechBusEmulator:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
         ours, theirs = context.Pipe()
+        self._mirror = SceneMirror(load_model().nq)
         process = context.Process(
             target=_serve,
-            args=(theirs, self._calibration, self._seed, self._faults),
+            args=(theirs, self._calibration, self._seed, self._faults, self._mirror.name),
             name="feetech-bus-emulator",
             daemon=True,
         )
@@ -236,6 +313,9 @@ class FeetechBusEmulator:
                 logger.warning("the emulator process did not stop; killing it")
                 process.kill()
                 process.join()
+        if self._mirror is not None:
+            self._mirror.close()
+            self._mirror = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -248,6 +328,33 @@ class FeetechBusEmulator:
     def joint_positions(self) -> dict[str, float]:
         """The arm's joint angles in radians, by motor name."""
         return self._call("joint_positions")
+
+    @property
+    def scene_name(self) -> str:
+        """Name of the shared memory mirroring the scene's ``qpos`` (attach with `SceneMirror`)."""
+        if self._mirror is None:
+            raise RuntimeError("the emulator is not running: call start() or use it as a context manager")
+        return self._mirror.name
+
+    def qpos(self) -> np.ndarray:
+        """The scene's ``qpos`` ``[nq]`` now (block free joint, then the arm's joints; see the model)."""
+        if self._mirror is None:
+            raise RuntimeError("the emulator is not running: call start() or use it as a context manager")
+        return self._mirror.read()[0]
+
+    def set_qpos(self, qpos: np.ndarray) -> None:
+        """Put the scene at rest at ``qpos`` ``[nq]``; servos with torque on hold their joints there.
+
+        Raises:
+            ValueError: ``qpos`` has the wrong size or non-finite values.
+
+        """
+        values = np.asarray(qpos, dtype=np.float64)
+        if self._mirror is not None and values.shape != (self._mirror.nq,):
+            raise ValueError(f"qpos must have shape ({self._mirror.nq},), got {values.shape}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("qpos must be finite")
+        self._call("set_qpos", values)
 
     def register(self, servo_id: int, name: str) -> int:
         """A register of the servo that has ``servo_id`` now, as the bus would read it (signed)."""
@@ -268,10 +375,14 @@ class FeetechBusEmulator:
 
 
 def _serve(
-    connection: Connection, calibration: dict[str, dict[str, int]], seed: int, faults: BusFaults
+    connection: Connection,
+    calibration: dict[str, dict[str, int]],
+    seed: int,
+    faults: BusFaults,
+    mirror_name: str,
 ) -> None:
     """The emulator process: open the pseudo-terminal, then run the arm until the controller says close."""
-    arm = _EmulatedArm(calibration, seed, faults)
+    arm = _EmulatedArm(calibration, seed, faults, SceneMirror(load_model().nq, mirror_name))
     master, slave = os.openpty()
     tty.setraw(slave)  # no echo, no line discipline: bytes pass as they are
     os.set_blocking(master, False)
@@ -282,6 +393,7 @@ def _serve(
         os.close(master)
         os.close(slave)
         connection.close()
+        arm.mirror.close()
 
 
 class InstructionError(ValueError):
@@ -291,8 +403,11 @@ class InstructionError(ValueError):
 class _EmulatedArm:
     """The servos and the MuJoCo arm behind them (inside the emulator process)."""
 
-    def __init__(self, calibration: dict[str, dict[str, int]], seed: int, faults: BusFaults) -> None:
+    def __init__(
+        self, calibration: dict[str, dict[str, int]], seed: int, faults: BusFaults, mirror: SceneMirror
+    ) -> None:
         self.faults = faults
+        self.mirror = mirror
         self._model = load_model()
         self._data = mujoco.MjData(self._model)
         self._indices = So101Indices.from_model(self._model)
@@ -312,6 +427,7 @@ class _EmulatedArm:
             self._sense(index)
             servo["Goal_Position"] = servo["Present_Position"]
             self._actuate(index)
+        self.mirror.write(self._data.qpos, self._data.time)
 
     def run(self, master: int, connection: Connection) -> None:
         """Serve the bus and the controller and step the physics in real time, in one loop.
@@ -342,6 +458,7 @@ class _EmulatedArm:
             for _ in range(min(due - steps, STEPS_PER_TURN)):
                 mujoco.mj_step(self._model, self._data)
                 steps += 1
+            self.mirror.write(self._data.qpos, self._data.time)
 
     def _answer_controller(self, connection: Connection) -> bool:
         """Answer one request from the controlling process; False when it is time to stop."""
@@ -358,10 +475,13 @@ class _EmulatedArm:
     def _control(self, command: str, *args: Any) -> tuple[bool, Any]:
         if command == "faults":
             self.faults = args[0]
-            return True, None
+            return True, time.monotonic()
         if command == "counts":
             rejected = {f"rejected_{reason}": n for reason, n in self._reader.rejected.items()}
             return True, {**self._counts, **rejected}
+        if command == "set_qpos":
+            self._set_qpos(args[0])
+            return True, None
         if command == "joint_positions":
             qpos = self._data.qpos[self._indices.qpos]
             return True, {name: float(q) for name, q in zip(MOTOR_NAMES, qpos, strict=True)}
@@ -373,6 +493,18 @@ class _EmulatedArm:
                     return (True, servo[name]) if name in REGISTERS else (False, KeyError(name))
             return False, KeyError(f"no servo has id {servo_id}")
         return False, ValueError(f"unknown emulator command {command!r}")
+
+    def _set_qpos(self, qpos: np.ndarray) -> None:
+        """Teleport the scene to ``qpos`` at rest; servos with torque on take their new position as goal."""
+        self._data.qpos[:] = qpos
+        self._data.qvel[:] = 0.0
+        mujoco.mj_forward(self._model, self._data)
+        for index, servo in enumerate(self._servos):
+            self._sense(index)
+            if servo["Torque_Enable"] == 1:
+                servo["Goal_Position"] = servo["Present_Position"]
+            self._actuate(index)
+        self.mirror.write(self._data.qpos, self._data.time)
 
     def _sense(self, index: int) -> None:
         """Update servo ``index``'s feedback registers from the simulation."""

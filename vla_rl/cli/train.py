@@ -94,10 +94,17 @@ class Pipeline:
             progress="expert",
         )
         results["scripted expert"] = expert
-        notes = [
+        training = (
             f"Demonstrations: `{demos}`; SFT on {config.sft.episodes_per_task or 'all'} per task, "
-            f"{config.sft.steps} steps; then {config.rl.steps} GRPO steps with the `{config.reward.name}` "
-            f"reward ({config.rl.groups_per_step} groups x {config.rl.group_size} rollouts per step).",
+            f"{config.sft.steps} steps"
+        )
+        if config.rl.steps > 0:
+            training += (
+                f"; then {config.rl.steps} GRPO steps with the `{config.reward.name}` reward "
+                f"({config.rl.groups_per_step} groups x {config.rl.group_size} rollouts per step)"
+            )
+        notes = [
+            training + ".",
             f"Evaluation: {config.eval.episodes_per_task} eval initial states per task, greedy decoding.",
         ]
         write_report(run_dir, "vla-rl-train report", results, notes)

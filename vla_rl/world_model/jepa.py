@@ -280,12 +280,10 @@ class WorldModel(nn.Module):
         """Load a `save_pretrained` checkpoint; a missing, truncated or altered file is a clear error."""
         config_text, state = load_checkpoint(directory, map_location, kind="world model")
         model = cls(WorldModelConfig.from_json(config_text))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"{directory} does not fit its config: missing {sorted(missing)[:5]}, "
-                f"unexpected {sorted(unexpected)[:5]}"
-            )
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:  # missing, unexpected or differently shaped tensors
+            raise ValueError(f"{directory} does not fit its config: {error}") from None
         return model.to(map_location)
 
 

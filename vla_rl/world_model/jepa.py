@@ -3,22 +3,33 @@
 Three networks (I-JEPA / V-JEPA, with a temporal instead of a spatial prediction target):
 
 - the **context encoder**: a small strided CNN turns a frame into a G x G grid of patch features,
-  which a few pre-LayerNorm transformer layers mix into patch tokens ``[B, P, D]`` (P = G * G);
+  which, with fixed 2-D sine-cosine position embeddings added, a few pre-LayerNorm transformer layers
+  mix into patch tokens ``[B, P, D]`` (P = G * G);
 - the **target encoder**: an exponential moving average (EMA) of the context encoder, never trained by
   gradients; its tokens are the prediction targets and, mean-pooled, the embeddings `embed_clips`
   returns;
 - the **predictor**: transformer layers that map the context tokens of frame t and an embedding of the
   offset k to the target encoder's tokens of frame t + k.
 
-The objective (see `WorldModel.losses`) has two parts. The JEPA part is the mean squared error of the
-predicted tokens. The second part shapes the mean-pooled embedding that reward models compare: VICReg
-(Bardes et al. 2022) with frames t and t + k of one episode as the two views. Its variance and
-covariance terms on the context encoder's pooled embeddings keep them from collapsing (a batch of
-different frames must spread out over decorrelated dimensions); its invariance term pulls the pooled
-embedding of frame t towards the target encoder's pooled embedding of frame t + k, divided by k. This
-is the time-contrastive idea of robot representations such as TCN, R3M and VIP: among all embeddings
-that spread the frames out, it favours the slowly varying ones, so latent distance grows smoothly with
-how far the scene has moved (task progress) instead of saturating after a few pixels.
+The objective (see `WorldModel.losses`) is the mean squared error of the predicted tokens plus VICReg
+(Bardes et al. 2022) on the mean-pooled embeddings that reward models compare, with frames t and t + k
+of one episode as the two views:
+
+- variance and covariance are taken **within episodes** (each episode's mean is subtracted): the
+  pooled embedding must spread out, over decorrelated dimensions, across the frames of one episode,
+  i.e. encode what changes during the task (arm and object motion). Across-batch statistics would
+  also be satisfied by what tells episodes apart (initial layout, colours), which is noise to a
+  progress reward;
+- invariance pulls the pooled embedding of frame t towards the target encoder's pooled embedding of
+  frame t + k, divided by k: the time-contrastive idea of robot representations such as TCN, R3M and
+  VIP, which favours slowly varying features, so latent distance grows smoothly with how far the
+  scene has moved instead of saturating after a few pixels.
+
+Measured on 64 px agentview videos of our arm suite's scripted experts (63 training and 40 held-out
+episodes of 4 tasks, default config, 1000 steps): held-out episodes truncated at 10-90 % were ranked by
+distance to the mean of the other successes of their task with a Spearman correlation of 0.90 (two
+seeds), against 0.72 for 16 x 16 pixels, 0.45 for an untrained encoder, 0.51 with across-batch variance
+and no invariance, and 0.86 without invariance.
 
 The config is plain JSON (`WorldModelConfig.to_json` / `from_json`): loading a checkpoint only ever
 builds the dataclass, with every key and type checked.
@@ -173,7 +184,8 @@ class WorldModel(nn.Module):
 
     Interface:
 
-    - ``losses(frames, future_frames, offsets) -> {"prediction", "invariance", "variance", "covariance"}``
+    - ``losses(frames, future_frames, offsets, episodes) -> {"prediction", "invariance", "variance",
+      "covariance"}``
     - ``update_target(momentum)``: one EMA step of the target encoder
     - ``embed_clips(uint8 [N, F, H, W, 3]) -> float32 [N, D]``
     - ``save_pretrained(dir)`` / ``from_pretrained(dir)``
@@ -205,34 +217,37 @@ class WorldModel(nn.Module):
         return images / 127.5 - 1.0
 
     def losses(
-        self, frames: torch.Tensor, future_frames: torch.Tensor, offsets: torch.Tensor
+        self, frames: torch.Tensor, future_frames: torch.Tensor, offsets: torch.Tensor, episodes: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """The training objective's terms on a batch of frame pairs.
+        """The training objective's terms on a batch of frame pairs drawn from G episodes.
 
         Args:
             frames: uint8 ``[B, H, W, 3]``, frame t of each pair.
-            future_frames: uint8 ``[B, H, W, 3]``, frame t + k.
-            offsets: int64 ``[B]``, k in [0, max_offset].
+            future_frames: uint8 ``[B, H, W, 3]``, frame t + k of the same episode.
+            offsets: int64 ``[B]``, k in [1, max_offset].
+            episodes: int64 ``[B]``, which episode each pair comes from, numbered 0 .. G - 1; every
+                episode needs at least two pairs (the variance is taken within episodes).
 
         Returns:
             Scalars: ``prediction`` (MSE of the predicted target tokens), ``invariance`` (squared
             distance per dimension between the pooled context embedding of t and the pooled target
-            embedding of t + k, divided by k), ``variance`` (mean hinge ``relu(1 - std)`` of each
-            pooled embedding dimension over the batch) and ``covariance`` (sum of squared off-diagonal
-            covariances of the pooled embeddings, divided by D).
+            embedding of t + k, divided by k), ``variance`` (mean hinge ``relu(1 - std)`` over the
+            dimensions of the pooled context embeddings' within-episode standard deviation) and
+            ``covariance`` (sum of squared off-diagonal within-episode covariances, divided by D).
 
         """
         context = self.encoder(self.preprocess(frames))
         with torch.no_grad():
             target = self.target_encoder(self.preprocess(future_frames))
-        offsets = offsets.to(self.device)
+        offsets, episodes = offsets.to(self.device), episodes.to(self.device)
         prediction = F.mse_loss(self.predictor(context, offsets), target)
         pooled = context.mean(dim=1)
-        squared_distance = (pooled - target.mean(dim=1)).pow(2).mean(dim=1)
-        invariance = (squared_distance / offsets.clamp(min=1)).mean()
-        pooled = pooled - pooled.mean(dim=0)
-        variance = F.relu(1.0 - torch.sqrt(pooled.var(dim=0) + 1e-4)).mean()
-        covariance_matrix = pooled.T @ pooled / (len(pooled) - 1)
+        invariance = ((pooled - target.mean(dim=1)).pow(2).mean(dim=1) / offsets).mean()
+        count = int(episodes.max()) + 1
+        sums = torch.zeros(count, pooled.shape[1], device=self.device).index_add(0, episodes, pooled)
+        deviations = pooled - (sums / torch.bincount(episodes, minlength=count)[:, None])[episodes]
+        covariance_matrix = deviations.T @ deviations / (len(deviations) - count)  # [D, D]
+        variance = F.relu(1.0 - torch.sqrt(torch.diagonal(covariance_matrix) + 1e-4)).mean()
         off_diagonal = covariance_matrix - torch.diag(torch.diagonal(covariance_matrix))
         covariance = off_diagonal.pow(2).sum() / self.config.embed_dim
         return {

@@ -1,10 +1,12 @@
 """Training the JEPA world model on episodes of camera frames.
 
-Each step samples a batch of (frame t, frame t + k) pairs: k uniform in [1, max_offset] (capped by the
-longest episode), then (episode, t) uniform over the pairs with that offset. The loss is
-``prediction + variance_weight * variance + covariance_weight * covariance`` (`WorldModel.losses`),
-minimized with AdamW under a linear warm-up and cosine decay, with gradient clipping; after every
-optimizer step the target encoder takes one EMA step towards the context encoder.
+Each step samples ``batch_size / pairs_per_episode`` episodes (with replacement, in proportion to their
+T - 1 consecutive pairs) and ``pairs_per_episode`` (frame t, frame t + k) pairs from each: k uniform in
+[1, min(max_offset, T - 1)], then t uniform in [0, T - k). The loss
+(`WorldModel.losses`) is ``prediction + invariance_weight * invariance + variance_weight * variance +
+covariance_weight * covariance``, minimized with AdamW under a linear warm-up and cosine decay, with
+gradient clipping; after every optimizer step the target encoder takes one EMA step towards the
+context encoder.
 """
 
 from __future__ import annotations
@@ -26,27 +28,30 @@ class WorldModelTrainConfig:
 
     Attributes:
         steps: optimizer steps.
-        batch_size: frame pairs per step.
+        batch_size: frame pairs per step; a multiple of ``pairs_per_episode``.
+        pairs_per_episode: pairs drawn from each sampled episode (>= 2: the VICReg variance and
+            covariance are taken within episodes).
         learning_rate: peak AdamW learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: steps of linear learning-rate warm-up before the cosine decay to 0.
         grad_clip: maximum global gradient norm.
         ema_momentum: target encoder EMA momentum per step (0.99: a half-life of ~70 steps).
-        invariance_weight: weight of the temporal invariance term (pooled embeddings of t and t + k).
+        invariance_weight: weight of the VICReg invariance term (pooled embeddings of t and t + k).
         variance_weight: weight of the VICReg variance term.
-        covariance_weight: weight of the VICReg covariance term.
+        covariance_weight: weight of the VICReg covariance term (VICReg's 25:1 variance:covariance).
         seed: seed of the pair sampling (the model's initialization is the caller's).
 
     """
 
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 32
+    pairs_per_episode: int = 4
     learning_rate: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 100
     grad_clip: float = 1.0
     ema_momentum: float = 0.99
-    invariance_weight: float = 10.0
+    invariance_weight: float = 1.0
     variance_weight: float = 1.0
     covariance_weight: float = 0.04
     seed: int = 0
@@ -54,9 +59,14 @@ class WorldModelTrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"world_model.train.steps must be >= 1, got {self.steps}")
-        if self.batch_size < 2:
+        if self.pairs_per_episode < 2:
             raise ValueError(
-                f"world_model.train.batch_size must be >= 2 (batch statistics), got {self.batch_size}"
+                f"world_model.train.pairs_per_episode must be >= 2, got {self.pairs_per_episode}"
+            )
+        if self.batch_size < 1 or self.batch_size % self.pairs_per_episode:
+            raise ValueError(
+                f"world_model.train.batch_size ({self.batch_size}) must be a positive multiple of "
+                f"pairs_per_episode ({self.pairs_per_episode})"
             )
         for name in ("learning_rate", "grad_clip"):
             if getattr(self, name) <= 0:
@@ -102,7 +112,6 @@ def train_world_model(
     lengths = np.array([len(episode) for episode in episodes], dtype=np.int64)
     if len(lengths) == 0 or lengths.max() < 2:
         raise ValueError("the world model needs at least one episode of 2 or more frames")
-    max_offset = int(min(model.config.max_offset, lengths.max() - 1))
     rng = np.random.default_rng(config.seed)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -113,8 +122,10 @@ def train_world_model(
     losses = []
     bar = tqdm(range(config.steps), desc="world model", disable=not progress)
     for _ in bar:
-        frames, future_frames, offsets = _sample_pairs(episodes, lengths, max_offset, config.batch_size, rng)
-        terms = model.losses(frames, future_frames, offsets)
+        batch = _sample_pairs(
+            episodes, lengths, model.config.max_offset, config.batch_size, config.pairs_per_episode, rng
+        )
+        terms = model.losses(*batch)
         loss = (
             terms["prediction"]
             + config.invariance_weight * terms["invariance"]
@@ -138,23 +149,26 @@ def _sample_pairs(
     lengths: np.ndarray,
     max_offset: int,
     batch_size: int,
+    pairs_per_episode: int,
     rng: np.random.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """uint8 frames t ``[B, H, W, 3]``, frames t + k ``[B, H, W, 3]`` and offsets k ``[B]``."""
-    offsets = rng.integers(1, max_offset + 1, size=batch_size)
-    frames, future_frames = [], []
-    for offset in offsets:
-        counts = np.maximum(lengths - offset, 0)  # pairs with this offset in each episode
-        ends = np.cumsum(counts)
-        pair = rng.integers(ends[-1])
-        episode = int(np.searchsorted(ends, pair, side="right"))
-        time = int(pair - (ends[episode] - counts[episode]))
-        frames.append(episodes[episode][time])
-        future_frames.append(episodes[episode][time + offset])
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frames t and t + k (uint8 ``[B, H, W, 3]`` each), offsets k ``[B]`` and episode numbers ``[B]``."""
+    pairs = np.maximum(lengths - 1, 0)
+    chosen = rng.choice(len(episodes), size=batch_size // pairs_per_episode, p=pairs / pairs.sum())
+    frames, future_frames, offsets = [], [], []
+    for episode in chosen:
+        for _ in range(pairs_per_episode):
+            offset = int(rng.integers(1, min(max_offset, lengths[episode] - 1) + 1))
+            time = int(rng.integers(lengths[episode] - offset))
+            frames.append(episodes[episode][time])
+            future_frames.append(episodes[episode][time + offset])
+            offsets.append(offset)
+    numbers = np.repeat(np.arange(len(chosen)), pairs_per_episode)  # 0 .. G - 1, as `losses` wants
     return (
         torch.from_numpy(np.stack(frames)),
         torch.from_numpy(np.stack(future_frames)),
-        torch.from_numpy(offsets),
+        torch.tensor(offsets),
+        torch.from_numpy(numbers),
     )
 
 

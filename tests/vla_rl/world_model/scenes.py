@@ -20,6 +20,7 @@ def episode(y: int, length: int = 24, progress: float = 1.0) -> np.ndarray:
     return np.stack([frame(round(x), y) for x in xs])
 
 
-def training_episodes(count: int = 8, seed: int = 0, fixed_y: bool = False) -> list[np.ndarray]:
+def training_episodes(count: int = 8, seed: int = 0) -> list[np.ndarray]:
+    """``count`` full episodes at heights 16-24 px."""
     rng = np.random.default_rng(seed)
-    return [episode(20 if fixed_y else int(rng.integers(16, 25))) for _ in range(count)]
+    return [episode(int(rng.integers(16, 25))) for _ in range(count)]

@@ -42,7 +42,7 @@ import abc
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -213,8 +213,14 @@ class BatchedEnv(VectorEnv, abc.ABC):
     ``single_action_space``, ``observation_space``, ``action_space`` (gymnasium's batched spaces),
     ``metadata["autoreset_mode"]``, ``task_specs`` (every task this env can run, by name) and
     ``cameras`` (the camera names rendered into observations, possibly empty).
+
+    Env classes registered in `sim.ENVS` also declare, as class attributes, ``TASK_NAMES`` (every task
+    the class can run) and ``CAMERA_NAMES`` (every camera its scenes have), so that configs are
+    validated without building an env.
     """
 
+    TASK_NAMES: ClassVar[tuple[str, ...]]
+    CAMERA_NAMES: ClassVar[tuple[str, ...]]
     task_specs: dict[str, TaskSpec]
     cameras: tuple[str, ...]
 

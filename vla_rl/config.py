@@ -8,6 +8,7 @@ key; `__post_init__` checks value ranges and choices (run by ``OmegaConf.to_obje
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -32,43 +33,68 @@ def _check_positive(key: str, value: int) -> None:
 
 
 @dataclass
-class ArmEnvConfig:
-    """The arm suite (`sim.mujoco.arm`).
+class EnvConfig:
+    """A batched env from the `sim.ENVS` registry; the fields every env family shares.
 
     Attributes:
-        name: env registry name.
+        name: env registry name (``arm``, ``so101``, ...).
         num_envs: environments stepped together (N).
-        tasks: task names; empty means every task of the suite.
-        cameras: cameras rendered into observations.
+        tasks: task names; empty means every task the env class has.
+        cameras: cameras rendered into observations (the first one is what videos and, by default,
+            the world model see).
         image_size: square image side, pixels.
-        num_threads: MuJoCo rollout threads; null means one per core.
 
     """
 
-    name: str = "arm"
+    name: str = MISSING
     num_envs: int = 16
     tasks: list[str] = field(default_factory=list)
-    cameras: list[str] = field(default_factory=lambda: ["agentview", "wrist"])
+    cameras: list[str] = field(default_factory=list)
     image_size: int = 128
-    num_threads: int | None = None
 
     def __post_init__(self) -> None:
-        from sim.mujoco.arm.env import CAMERAS
-        from sim.mujoco.arm.tasks import ARM_TASKS
+        import sim
 
+        _check_choice("env.name", self.name, sim.ENVS.names())
+        env_class = sim.ENVS.get(self.name)
         _check_positive("env.num_envs", self.num_envs)
         for task in self.tasks:
-            _check_choice("env.tasks", task, list(ARM_TASKS))
+            _check_choice("env.tasks", task, env_class.TASK_NAMES)
         for camera in self.cameras:
-            _check_choice("env.cameras", camera, CAMERAS)
+            _check_choice("env.cameras", camera, env_class.CAMERA_NAMES)
         if not 16 <= self.image_size <= 512:
             raise ValueError(f"env.image_size must be within [16, 512], got {self.image_size}")
 
     def task_names(self) -> list[str]:
-        """The tasks to run: ``tasks`` or, when empty, every task of the suite."""
-        from sim.mujoco.arm.tasks import ARM_TASKS
+        """The tasks to run: ``tasks`` or, when empty, every task of the env class."""
+        import sim
 
-        return list(self.tasks) or list(ARM_TASKS)
+        return list(self.tasks) or list(sim.ENVS.get(self.name).TASK_NAMES)
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the env class's constructor (besides ``autoreset_mode``)."""
+        return {
+            "num_envs": self.num_envs,
+            "tasks": self.task_names(),
+            "cameras": tuple(self.cameras),
+            "image_size": self.image_size,
+        }
+
+
+@dataclass
+class MujocoEnvConfig(EnvConfig):
+    """Our MuJoCo suites (`sim.mujoco`: ``arm``, ``so101``), stepped by MuJoCo's thread pool.
+
+    Attributes:
+        num_threads: MuJoCo rollout threads; null means one per core.
+
+    """
+
+    num_threads: int | None = None
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the env class's constructor (besides ``autoreset_mode``)."""
+        return {**super().env_kwargs(), "num_threads": self.num_threads}
 
 
 @dataclass
@@ -86,8 +112,8 @@ class DemosConfig:
 
     """
 
-    root: str = "data/demos/arm"
-    repo_id: str = "vla_rl/arm_demos"
+    root: str = "data/demos/${env.name}"
+    repo_id: str = "vla_rl/${env.name}_demos"
     episodes_per_task: int = 50
     split: str = "train"
     use_videos: bool = False
@@ -175,7 +201,7 @@ class PolicyConfig:
 class CollectConfig:
     """`vla-rl-collect`: run the scripted experts and write demonstrations."""
 
-    env: ArmEnvConfig = MISSING
+    env: EnvConfig = MISSING
     demos: DemosConfig = field(default_factory=DemosConfig)
     seed: int = 0
     overwrite: bool = False
@@ -188,7 +214,7 @@ class EvalRunConfig:
     ``eval.policy=policy`` evaluates the saved policy at ``policy.path`` (``policy.execute_steps`` applies).
     """
 
-    env: ArmEnvConfig = MISSING
+    env: EnvConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     run_dir: str = "runs/eval"
@@ -203,7 +229,7 @@ class WorldModelStageConfig:
         kind: ``jepa`` (in-house; trained on the demonstrations' videos unless ``path`` is set) or
             ``vjepa2`` (a V-JEPA 2 `transformers` checkpoint in the local directory ``path``).
         path: a saved in-house world model or a V-JEPA 2 directory; null trains a ``jepa`` one.
-        camera: the camera whose frames it embeds.
+        camera: the camera whose frames it embeds; null: the env's first camera.
         model: architecture of the in-house model.
         train: its training settings.
 
@@ -211,7 +237,7 @@ class WorldModelStageConfig:
 
     kind: str = "jepa"
     path: str | None = None
-    camera: str = "agentview"
+    camera: str | None = None
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     train: WorldModelTrainConfig = field(default_factory=WorldModelTrainConfig)
 
@@ -243,7 +269,7 @@ class RewardConfig:
 class TrainConfig:
     """`vla-rl-train`: the whole pipeline, stage by stage, in one resumable run directory."""
 
-    env: ArmEnvConfig = MISSING
+    env: EnvConfig = MISSING
     demos: DemosConfig = field(default_factory=DemosConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -255,11 +281,17 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.world_model.camera not in self.env.cameras:
+        if not self.env.cameras:
+            raise ValueError("vla-rl-train needs images: env.cameras is empty")
+        if self.world_model_camera() not in self.env.cameras:
             raise ValueError(
                 f"world_model.camera={self.world_model.camera!r} is not rendered; env.cameras is "
                 f"{list(self.env.cameras)}"
             )
+
+    def world_model_camera(self) -> str:
+        """The camera the world model embeds: ``world_model.camera`` or the env's first camera."""
+        return self.world_model.camera or self.env.cameras[0]
 
 
 def register_configs() -> None:
@@ -268,4 +300,4 @@ def register_configs() -> None:
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="eval_schema", node=EvalRunConfig)
     store.store(name="collect_schema", node=CollectConfig)
-    store.store(group="env", name="arm_schema", node=ArmEnvConfig)
+    store.store(group="env", name="mujoco_schema", node=MujocoEnvConfig)

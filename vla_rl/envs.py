@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import sim
 from sim.core import AutoresetMode, BatchedEnv
-from vla_rl.config import ArmEnvConfig
+from vla_rl.config import EnvConfig
 
 
-def make_env(config: ArmEnvConfig, autoreset_mode: AutoresetMode = AutoresetMode.DISABLED) -> BatchedEnv:
+def make_env(config: EnvConfig, autoreset_mode: AutoresetMode = AutoresetMode.DISABLED) -> BatchedEnv:
     """The batched env ``config`` describes (looked up by ``config.name`` in `sim.ENVS`)."""
-    env_class = sim.ENVS.get(config.name)
-    env: BatchedEnv = env_class(
-        num_envs=config.num_envs,
-        tasks=config.task_names(),
-        cameras=tuple(config.cameras),
-        image_size=config.image_size,
-        autoreset_mode=autoreset_mode,
-        num_threads=config.num_threads,
-    )
+    env: BatchedEnv = sim.ENVS.get(config.name)(**config.env_kwargs(), autoreset_mode=autoreset_mode)
     return env

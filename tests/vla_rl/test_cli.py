@@ -123,14 +123,32 @@ def test_smoke_pipeline_runs_end_to_end_and_resumes_after_a_kill(tmp_path):
         ("env.num_envs=abc", "could not be converted to Integer"),
         ("env.tasks=[fly]", "env.tasks='fly' is not valid; choose one of: reach_target"),
         ("env.cameras=[front]", "env.cameras='front' is not valid; choose one of: agentview, wrist"),
+        ("env.name=car", "env.name='car' is not valid; choose one of: arm"),
+        ("world_model.camera=wrist env.cameras=[agentview]", "world_model.camera='wrist' is not rendered"),
         ("demos.split=test", "demos.split='test' is not valid; choose one of: train, eval"),
         ("eval.episodes_per_task=0", "eval.episodes_per_task must be within [1, 50]"),
     ],
 )
 def test_bad_configs_fail_with_a_message_naming_the_key(tmp_path, override, message):
-    result = run("vla-rl-train", override, f"run_dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = run("vla-rl-train", *override.split(), f"run_dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(("env", "cameras"), [("arm", ["agentview", "wrist"]), ("so101", ["front", "wrist"])])
+def test_every_env_group_option_composes_a_valid_train_config(env, cameras):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from vla_rl.cli import CONFIG_DIR
+    from vla_rl.config import TrainConfig
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        config = OmegaConf.to_object(compose(config_name="train", overrides=[f"env={env}"]))
+    assert isinstance(config, TrainConfig)
+    assert config.env.name == env and config.env.cameras == cameras
+    assert config.world_model_camera() == cameras[0]
+    assert config.demos.root == f"data/demos/{env}"
 
 
 def test_eval_runs_a_saved_policy_and_requires_its_path(tmp_path):

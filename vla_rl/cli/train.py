@@ -169,9 +169,8 @@ class Pipeline:
             path = Path(stage.path) if stage.path is not None else directory
             log.info("stage 3/5: world model loaded from %s", path)
             return WorldModel.from_pretrained(path)
-        frames = load_frames(
-            demos, self.config.demos.repo_id, [stage.camera], stage.model.image_size, 1, None
-        )
+        camera = self.config.world_model_camera()
+        frames = load_frames(demos, self.config.demos.repo_id, [camera], stage.model.image_size, 1, None)
         episodes = [
             frames.images[frames.episode == index, 0].permute(0, 2, 3, 1).numpy()
             for index in frames.episode.unique().tolist()
@@ -212,7 +211,7 @@ class Pipeline:
             instructions,
             num_train_states,
             execute_steps,
-            config.world_model.camera,
+            config.world_model_camera(),
             config.rl,
             self.run_dir,
             self.metrics,

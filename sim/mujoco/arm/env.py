@@ -132,6 +132,9 @@ class ArmBatchedEnv(BatchedEnv):
 
     """
 
+    TASK_NAMES = tuple(ARM_TASKS)
+    CAMERA_NAMES = CAMERAS
+
     def __init__(
         self,
         num_envs: int = 16,

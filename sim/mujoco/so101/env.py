@@ -100,6 +100,9 @@ class So101BatchedEnv(BatchedEnv):
 
     """
 
+    TASK_NAMES = tuple(SO101_TASKS)
+    CAMERA_NAMES = CAMERAS
+
     def __init__(
         self,
         num_envs: int = 16,

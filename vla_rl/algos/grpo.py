@@ -21,7 +21,6 @@ One page, top to bottom: config -> rollout -> reward -> advantage -> loss -> upd
 from __future__ import annotations
 
 import copy
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,13 +32,11 @@ from tqdm import tqdm
 
 from sim.core import TASK, BatchedEnv
 from vla_rl.algos.sft import resolve_device
-from vla_rl.algos.training_state import load_training_state, log_evaluation, save_training_state
+from vla_rl.algos.training_state import LoopBookkeeping
 from vla_rl.data.rollouts import collect_trajectories
 from vla_rl.data.trajectory import Trajectory
 from vla_rl.metrics import MetricsLogger
 from vla_rl.policy.modeling_vla import VLAPolicy
-
-log = logging.getLogger(__name__)
 
 FILTERS = ("success_band", "reward_std", "none")
 EVAL_METRIC = "eval/success_rate"
@@ -320,12 +317,21 @@ def train_grpo(
     )
     generator = torch.Generator().manual_seed(config.seed)
     reference = copy.deepcopy(policy).eval().requires_grad_(False) if config.kl_coef > 0 else None
-    checkpoint = run_dir / "checkpoints" / "rl_last"
-    start = (
-        load_training_state(checkpoint, policy, optimizer, scheduler, generator) if checkpoint.exists() else 0
+    bookkeeping = LoopBookkeeping(
+        name="GRPO",
+        policy=policy,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=generator,
+        directory=run_dir / "checkpoints" / "rl_last",
+        metrics=metrics,
+        total_steps=config.steps,
+        checkpoint_every=config.checkpoint_every,
+        evaluate=evaluate,
+        eval_every=config.eval_every,
+        eval_metric=EVAL_METRIC,
     )
-    if start:
-        log.info("resuming GRPO from step %d (%s)", start, checkpoint)
+    start = bookkeeping.resume()
     task_ids = {task: index for index, task in enumerate(tasks)}
     bar = tqdm(range(start, config.steps), desc="grpo", unit="step", initial=start, total=config.steps)
     for step in bar:
@@ -386,19 +392,9 @@ def train_grpo(
         }
         metrics.log(step + 1, row)
         bar.set_postfix(success=f"{success.mean():.2f}", kept=f"{kept.mean():.2f}")
-        done = step + 1
-        if (
-            evaluate is not None
-            and config.eval_every
-            and done % config.eval_every == 0
-            and done != config.steps
-        ):
-            log_evaluation(policy, evaluate, done, metrics, EVAL_METRIC)
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            save_training_state(checkpoint, policy, optimizer, scheduler, generator, done)
+        bookkeeping.after_step(step + 1)
     bar.close()
-    if evaluate is not None and config.steps > 0:
-        log_evaluation(policy, evaluate, config.steps, metrics, EVAL_METRIC)
+    bookkeeping.finish()
     policy.eval()
     return policy
 

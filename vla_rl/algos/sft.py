@@ -8,7 +8,6 @@ masked. Training resumes from ``<run_dir>/checkpoints/sft_last`` when it exists.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -19,12 +18,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from vla_rl.algos.training_state import load_training_state, log_evaluation, save_training_state
+from vla_rl.algos.training_state import LoopBookkeeping
 from vla_rl.data.frames import FrameDataset
 from vla_rl.metrics import MetricsLogger
 from vla_rl.policy.modeling_vla import VLAPolicy
 
-log = logging.getLogger(__name__)
 EVAL_METRIC = "sft/eval_success_rate"
 """Metric name of the periodic evaluations (x axis: SFT step)."""
 
@@ -170,12 +168,21 @@ def train_sft(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: cosine_schedule(step, config.warmup_steps, config.steps)
     )
-    checkpoint = run_dir / "checkpoints" / "sft_last"
-    start = (
-        load_training_state(checkpoint, policy, optimizer, scheduler, generator) if checkpoint.exists() else 0
+    bookkeeping = LoopBookkeeping(
+        name="SFT",
+        policy=policy,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=generator,
+        directory=run_dir / "checkpoints" / "sft_last",
+        metrics=metrics,
+        total_steps=config.steps,
+        checkpoint_every=config.checkpoint_every,
+        evaluate=evaluate,
+        eval_every=config.eval_every,
+        eval_metric=EVAL_METRIC,
     )
-    if start:
-        log.info("resuming SFT from step %d (%s)", start, checkpoint)
+    start = bookkeeping.resume()
     text_ids, text_mask = policy.processor.tokenize(frames.task)
     normalized_chunks = policy.processor.normalize_actions(frames.action_chunks)
     targets = policy.tokenizer.encode(normalized_chunks).flatten(1)  # [F, K*D]
@@ -222,16 +229,7 @@ def train_sft(
             )
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.2f}")
             window_start, window_samples = time.perf_counter(), 0
-        if (
-            evaluate is not None
-            and config.eval_every
-            and done % config.eval_every == 0
-            and done != config.steps
-        ):
-            log_evaluation(policy, evaluate, done, metrics, EVAL_METRIC)
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            save_training_state(checkpoint, policy, optimizer, scheduler, generator, done)
+        bookkeeping.after_step(done)
     bar.close()
-    if evaluate is not None:
-        log_evaluation(policy, evaluate, config.steps, metrics, EVAL_METRIC)
+    bookkeeping.finish()
     return policy

@@ -1,4 +1,4 @@
-"""Resumable training state, and the periodic evaluation every training loop logs.
+"""Resumable training state, and the bookkeeping every training loop (SFT, GRPO) does after a step.
 
 The state is the policy (its own checkpoint format) + optimizer moments + RNG + step, all safetensors or
 JSON: nothing is unpickled on resume.
@@ -7,8 +7,10 @@ JSON: nothing is unpickled on resume.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from safetensors.torch import load_file, save_file
 from vla_rl.io import write_json_atomic
 from vla_rl.metrics import MetricsLogger
 from vla_rl.policy.modeling_vla import VLAPolicy
+
+log = logging.getLogger(__name__)
 
 
 def save_training_state(
@@ -68,6 +72,69 @@ def load_training_state(
     scheduler.load_state_dict(trainer["scheduler"])
     generator.set_state(load_file(str(directory / "generator.safetensors"))["generator"])
     return int(trainer["step"])
+
+
+@dataclass
+class LoopBookkeeping:
+    """Resume, periodic evaluation and checkpoints of one training loop over ``total_steps`` steps.
+
+    Attributes:
+        name: the loop's name in log messages (``SFT``, ``GRPO``).
+        policy: the policy being trained.
+        optimizer: its optimizer.
+        scheduler: the learning-rate schedule.
+        generator: the loop's random generator (saved, so a resumed run draws the same batches).
+        directory: the checkpoint directory (replaced atomically at each save).
+        metrics: metric sink; evaluations are logged as ``eval_metric`` at the step they follow.
+        total_steps: steps of the whole loop.
+        checkpoint_every: steps between checkpoints (the last step is always saved).
+        evaluate: ``(policy, step) -> success rate``, or None for no evaluation.
+        eval_every: steps between evaluations (0: only at the end).
+        eval_metric: the metric name of the evaluations.
+
+    """
+
+    name: str
+    policy: VLAPolicy
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    directory: Path
+    metrics: MetricsLogger
+    total_steps: int
+    checkpoint_every: int
+    evaluate: Callable[[VLAPolicy, int], float] | None
+    eval_every: int
+    eval_metric: str
+
+    def resume(self) -> int:
+        """Restore the last checkpoint if there is one; return the step to start at."""
+        if not self.directory.exists():
+            return 0
+        start = load_training_state(
+            self.directory, self.policy, self.optimizer, self.scheduler, self.generator
+        )
+        log.info("resuming %s from step %d (%s)", self.name, start, self.directory)
+        return start
+
+    def after_step(self, done: int) -> None:
+        """After step ``done`` (1-based): the periodic evaluation, then a checkpoint when one is due."""
+        if (
+            self.evaluate is not None
+            and self.eval_every
+            and done % self.eval_every == 0
+            and done != self.total_steps
+        ):
+            log_evaluation(self.policy, self.evaluate, done, self.metrics, self.eval_metric)
+        if done % self.checkpoint_every == 0 or done == self.total_steps:
+            save_training_state(
+                self.directory, self.policy, self.optimizer, self.scheduler, self.generator, done
+            )
+
+    def finish(self) -> None:
+        """The final evaluation (always run, also when resuming a finished loop)."""
+        if self.evaluate is not None and self.total_steps > 0:
+            log_evaluation(self.policy, self.evaluate, self.total_steps, self.metrics, self.eval_metric)
 
 
 def log_evaluation(

@@ -1,8 +1,10 @@
-"""Helpers shared by the benchmark scripts: machine load accounting and the measured code version."""
+"""Helpers shared by the benchmark scripts: load accounting, the measured code version, report headers."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import platform
 import subprocess
 import time
 from pathlib import Path
@@ -69,3 +71,21 @@ def code_version(package: str) -> dict[str, Any]:
         }
     except (OSError, subprocess.SubprocessError):
         return {"commit": "", "modified": []}
+
+
+def report_header(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The first keys of a benchmark's JSON report: its name, settings, machine and measured code."""
+    import torch
+
+    return {
+        "benchmark": name,
+        "settings": {
+            key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
+        },
+        "machine": {
+            "cpu_cores": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "platform": platform.platform(),
+        },
+        "code": code_version("vla_rl"),
+    }

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,13 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
-from common import code_version
+from common import report_header
 
 from sim.mujoco.arm.env import ArmBatchedEnv
 from sim.mujoco.arm.tasks import ARM_TASKS
 from vla_rl.algos.sft import SFTConfig, train_sft
 from vla_rl.config import PolicyConfig
-from vla_rl.data.episodes import run_episodes
+from vla_rl.data.demos import expert_episodes
 from vla_rl.data.frames import frames_from_episodes
 from vla_rl.evaluation import evaluate
 from vla_rl.metrics import MetricsLogger
@@ -65,15 +64,13 @@ def main() -> None:
         autoreset_mode="Disabled",
     )
     try:
-        jobs = [(task, k) for task in args.tasks for k in range(args.demos)]
-        demos = run_episodes(env, jobs, "train", lambda obs: env.expert_action(), lambda *_: True, "demos")
-        demos = [episode for episode in demos if episode.success]
+        demos = {task: expert_episodes(env, task, args.demos) for task in args.tasks}
         baselines: dict[str, dict[str, Any]] = {}
         for label, per_task, steps, batch in (
             ("sft_one_demo", 1, args.one_demo_steps, 16),
             ("sft_full", args.demos, args.full_steps, 64),
         ):
-            chosen = [e for task in args.tasks for e in [d for d in demos if d.task == task][:per_task]]
+            chosen = [episode for task in args.tasks for episode in demos[task][:per_task]]
             policy_config = PolicyConfig(execute_steps=EXECUTE_STEPS, image_size=args.image_size)
             frames = frames_from_episodes(chosen, CAMERAS, args.image_size, policy_config.chunk_size)
             torch.manual_seed(0)
@@ -101,18 +98,9 @@ def main() -> None:
     finally:
         env.close()
     report = {
-        "benchmark": "sft_baselines",
-        "settings": {
-            key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
-        },
-        "machine": {
-            "cpu_cores": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "platform": platform.platform(),
-        },
+        **report_header("sft_baselines", args),
         "baselines": baselines,
         "wall_s": time.perf_counter() - started,
-        "code": code_version("vla_rl"),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sft_baselines.json").write_text(json.dumps(report, indent=2) + "\n")

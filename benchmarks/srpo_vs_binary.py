@@ -22,7 +22,6 @@ import csv
 import io
 import json
 import os
-import platform
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -32,13 +31,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
-from common import code_version
+from common import report_header
 
 from sim.mujoco.arm.env import ArmBatchedEnv
 from vla_rl.algos.grpo import GRPOConfig, train_grpo
 from vla_rl.algos.sft import SFTConfig, train_sft
 from vla_rl.config import PolicyConfig
-from vla_rl.data.episodes import run_episodes
+from vla_rl.data.demos import expert_episodes
 from vla_rl.data.frames import frames_from_episodes
 from vla_rl.evaluation import evaluate
 from vla_rl.metrics import MetricsLogger
@@ -150,10 +149,9 @@ def run(args: argparse.Namespace, env: ArmBatchedEnv) -> dict[str, Any]:
         return result.mean_success
 
     # Shared start: demonstrations, SFT policy, world model.
-    jobs = [(task, k) for task in args.tasks for k in range(args.demos)]
-    demos = run_episodes(env, jobs, "train", lambda obs: env.expert_action(), lambda *_: True, "demos")
-    demos = [episode for episode in demos if episode.success]
-    first = [e for task in args.tasks for e in [d for d in demos if d.task == task][: args.sft_demos]]
+    by_task = {task: expert_episodes(env, task, args.demos) for task in args.tasks}
+    demos = [episode for task in args.tasks for episode in by_task[task]]
+    first = [episode for task in args.tasks for episode in by_task[task][: args.sft_demos]]
     frames = frames_from_episodes(first, CAMERAS, args.image_size, policy_config.chunk_size)
     torch.manual_seed(0)
     policy = build_policy(policy_config, frames, CAMERAS)
@@ -234,19 +232,10 @@ def run(args: argparse.Namespace, env: ArmBatchedEnv) -> dict[str, Any]:
             },
         }
     return {
-        "benchmark": "srpo_vs_binary",
-        "settings": {
-            key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
-        },
-        "machine": {
-            "cpu_cores": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "platform": platform.platform(),
-        },
+        **report_header("srpo_vs_binary", args),
         "sft_success": sft_success,
         "arms": arms,
         "by_reward": by_reward,
-        "code": code_version("vla_rl"),
     }
 
 

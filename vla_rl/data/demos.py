@@ -87,31 +87,46 @@ def collect_demonstrations(
         use_videos=config.use_videos,
         image_writer_threads=4,
     )
-    expert = lambda obs: env.expert_action()  # noqa: E731
     for task in tasks:
-        recorded, next_state_id = 0, 0
-        limit = min(
-            config.episodes_per_task * config.max_attempts_factor,
-            env.task_specs[task].num_states(InitStateSplit(config.split)),
-        )
-        while recorded < config.episodes_per_task:
-            wanted = config.episodes_per_task - recorded
-            if next_state_id + wanted > limit:
-                raise RuntimeError(
-                    f"the {task} expert failed too often: {recorded} successes in {next_state_id} attempts"
-                )
-            jobs = [(task, state_id) for state_id in range(next_state_id, next_state_id + wanted)]
-            next_state_id += wanted
-            episodes = run_episodes(
-                env, jobs, config.split, expert, record=lambda *_: True, progress=f"demos {task}"
-            )
-            for episode in episodes:
-                if episode.success:
-                    _write_episode(dataset, episode, features)
-                    recorded += 1
+        for episode in expert_episodes(
+            env, task, config.episodes_per_task, config.split, config.max_attempts_factor
+        ):
+            _write_episode(dataset, episode, features)
     dataset.finalize()
     if root.exists():
         shutil.rmtree(root)
     partial.rename(root)
     log.info("wrote %d episodes to %s", len(tasks) * config.episodes_per_task, root)
     return root
+
+
+def expert_episodes(
+    env: BatchedEnv, task: str, count: int, split: str = "train", max_attempts_factor: int = 2
+) -> list[Episode]:
+    """``count`` successful, recorded expert episodes of ``task``, from the first states of ``split``.
+
+    A failed expert episode is dropped and the next initial state of the split replaces it; after
+    ``count * max_attempts_factor`` attempts (or the end of the split) this raises `RuntimeError`.
+    ``env`` must have autoreset disabled.
+    """
+    limit = min(count * max_attempts_factor, env.task_specs[task].num_states(InitStateSplit(split)))
+    successes: list[Episode] = []
+    next_state_id = 0
+    while len(successes) < count:
+        wanted = count - len(successes)
+        if next_state_id + wanted > limit:
+            raise RuntimeError(
+                f"the {task} expert failed too often: {len(successes)} successes in {next_state_id} attempts"
+            )
+        jobs = [(task, state_id) for state_id in range(next_state_id, next_state_id + wanted)]
+        next_state_id += wanted
+        episodes = run_episodes(
+            env,
+            jobs,
+            split,
+            lambda obs: env.expert_action(),
+            record=lambda *_: True,
+            progress=f"demos {task}",
+        )
+        successes += [episode for episode in episodes if episode.success]
+    return successes

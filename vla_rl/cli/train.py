@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
 from sim.core import BatchedEnv
@@ -135,6 +136,7 @@ class Pipeline:
             config.policy.chunk_size,
             config.sft.episodes_per_task,
         )
+        torch.manual_seed(config.seed)  # the initial weights: a rerun of the stage starts from the same ones
         policy = build_policy(config.policy, frames, list(config.env.cameras))
         log.info(
             "stage 2/5: SFT of a %.1fM-parameter policy on %d frames",
@@ -176,6 +178,7 @@ class Pipeline:
             for index in frames.episode.unique().tolist()
         ]
         log.info("stage 3/5: training the world model on %d demonstration videos", len(episodes))
+        torch.manual_seed(self.config.seed)
         model = WorldModel(stage.model)
         losses = train_world_model(model, episodes, stage.train)
         for step in range(0, len(losses), 50):

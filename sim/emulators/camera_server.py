@@ -18,26 +18,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import multiprocessing
 import threading
 import time
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 from sim.emulators.feetech import SceneMirror
+from sim.emulators.process import DeviceProcess
 from sim.mujoco.so101.model import CAMERAS, load_model
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 BOUNDARY = "frame"
-START_TIMEOUT_S = 60.0
-CLOSE_TIMEOUT_S = 5.0
 CLIENT_WAIT_S = 0.5  # how often a streaming connection looks whether the server is closing
 
 
@@ -196,11 +193,9 @@ class MjpegCameraServer:
         self._settings = (scene_name, model.nq, tuple(cameras), width, height, fps, host, port, jpeg_quality)
         self.cameras = tuple(cameras)
         self.host = host
-        self._process: BaseProcess | None = None
-        self._connection: Connection | None = None
+        self._device = DeviceProcess("the camera server")
         self._port: int | None = None
         self._dropout = False
-        self._lock = threading.Lock()
 
     @property
     def port(self) -> int:
@@ -234,46 +229,15 @@ class MjpegCameraServer:
 
     def start(self) -> Self:
         """Start the server process; return once it listens."""
-        if self._process is not None:
+        if self._device.running:
             raise RuntimeError("the camera server is already running")
-        context = multiprocessing.get_context("forkserver")
-        ours, theirs = context.Pipe()
-        process = context.Process(
-            target=_serve, args=(theirs, *self._settings), name="mjpeg-camera-server", daemon=True
-        )
-        process.start()
-        theirs.close()
-        self._process, self._connection = process, ours
-        try:
-            if not ours.poll(START_TIMEOUT_S):
-                raise RuntimeError(f"the camera server did not start within {START_TIMEOUT_S} s")
-            ok, value = ours.recv()
-            if not ok:
-                raise value
-            self._port = value
-        except EOFError as error:
-            self.close()
-            raise RuntimeError("the camera server exited while starting (its error is on stderr)") from error
-        except BaseException:
-            self.close()
-            raise
+        self._port = self._device.start(_serve, self._settings, name="mjpeg-camera-server")
         return self
 
     def close(self) -> None:
         """Stop the server process (idempotent); it can be started again."""
-        process, connection = self._process, self._connection
-        self._process, self._connection, self._port = None, None, None
-        if connection is not None:
-            with contextlib.suppress(OSError, EOFError):
-                connection.send(("close",))
-                connection.poll(CLOSE_TIMEOUT_S)
-            connection.close()
-        if process is not None:
-            process.join(CLOSE_TIMEOUT_S)
-            if process.is_alive():
-                logger.warning("the camera server did not stop; killing it")
-                process.kill()
-                process.join()
+        self._port = None
+        self._device.close()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -284,19 +248,7 @@ class MjpegCameraServer:
         self.close()
 
     def _call(self, *request: Any) -> Any:
-        if self._connection is None:
-            raise RuntimeError(
-                "the camera server is not running: call start() or use it as a context manager"
-            )
-        with self._lock:
-            try:
-                self._connection.send(request)
-                ok, value = self._connection.recv()
-            except (OSError, EOFError) as error:
-                raise RuntimeError("the camera server process is gone") from error
-        if not ok:
-            raise value
-        return value
+        return self._device.call(*request)
 
 
 def _serve(

@@ -37,18 +37,15 @@ import contextlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import random
 import select
-import threading
 import time
 import tty
 from collections import Counter, deque
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -56,6 +53,7 @@ from typing import Any, Self
 import mujoco
 import numpy as np
 
+from sim.emulators.process import DeviceProcess
 from sim.emulators.protocol import BROADCAST_ID, Instruction, Packet, PacketReader
 from sim.emulators.sts3215 import REGISTERS, TICKS_PER_TURN, RegisterError, Sts3215
 from sim.mujoco.so101.model import MOTOR_IDS, MOTOR_NAMES, REST_KEYFRAME, So101Indices, load_model
@@ -84,8 +82,6 @@ MOVING_TICKS_PER_S = 20  # |Present_Velocity| above which Moving reads 1
 PHYSICS_PERIOD_S = 0.004  # the emulator wakes at least this often to step the physics
 STEPS_PER_TURN = 5  # physics steps between two looks at the bus
 MAX_LAG_STEPS = 50  # beyond this lag the simulation drops wall time instead of racing to catch up
-START_TIMEOUT_S = 60.0  # the first start also starts the fork server, which imports this module
-CLOSE_TIMEOUT_S = 5.0
 CALIBRATION_FIELDS = ("id", "drive_mode", "homing_offset", "range_min", "range_max")
 
 
@@ -226,11 +222,11 @@ class FeetechBusEmulator:
         self._calibration = load_calibration(calibration)
         self._seed = seed
         self._faults = BusFaults()
-        self._process: BaseProcess | None = None
-        self._connection: Connection | None = None
+        # Children of the fork server are forked from a clean, single-threaded process that has already
+        # imported this module: they start in milliseconds (the first start launches the server).
+        self._device = DeviceProcess("the emulator", preload=[__name__])
         self._port: str | None = None
         self._mirror: SceneMirror | None = None
-        self._lock = threading.Lock()
 
     @property
     def faults(self) -> BusFaults:
@@ -249,7 +245,7 @@ class FeetechBusEmulator:
         """
         if not isinstance(faults, BusFaults):
             raise TypeError(f"faults must be a BusFaults, got {type(faults).__name__}")
-        applied_at = self._call("faults", faults) if self._connection is not None else None
+        applied_at = self._call("faults", faults) if self._device.running else None
         self._faults = faults
         return applied_at
 
@@ -267,32 +263,12 @@ class FeetechBusEmulator:
 
     def start(self) -> Self:
         """Start the emulator process; return once its port is open."""
-        if self._process is not None:
+        if self._device.running:
             raise RuntimeError("the emulator is already running")
-        # Children of the fork server are forked from a clean, single-threaded process that has already
-        # imported this module: they start in milliseconds (the first start launches the server).
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        ours, theirs = context.Pipe()
         self._mirror = SceneMirror(load_model().nq)
-        process = context.Process(
-            target=_serve,
-            args=(theirs, self._calibration, self._seed, self._faults, self._mirror.name),
-            name="feetech-bus-emulator",
-            daemon=True,
-        )
-        process.start()
-        theirs.close()
-        self._process, self._connection = process, ours
+        args = (self._calibration, self._seed, self._faults, self._mirror.name)
         try:
-            if not ours.poll(START_TIMEOUT_S):
-                raise RuntimeError(f"the emulator process did not start within {START_TIMEOUT_S} s")
-            self._port = ours.recv()
-        except EOFError as error:
-            self.close()
-            raise RuntimeError(
-                "the emulator process exited while starting (its error is on stderr)"
-            ) from error
+            self._port = self._device.start(_serve, args, name="feetech-bus-emulator")
         except BaseException:
             self.close()
             raise
@@ -300,19 +276,8 @@ class FeetechBusEmulator:
 
     def close(self) -> None:
         """Stop the emulator process (which closes its pseudo-terminal); it can be started again."""
-        process, connection = self._process, self._connection
-        self._process, self._connection, self._port = None, None, None
-        if connection is not None:
-            with contextlib.suppress(OSError, EOFError):
-                connection.send(("close",))
-                connection.poll(CLOSE_TIMEOUT_S)
-            connection.close()
-        if process is not None:
-            process.join(CLOSE_TIMEOUT_S)
-            if process.is_alive():
-                logger.warning("the emulator process did not stop; killing it")
-                process.kill()
-                process.join()
+        self._port = None
+        self._device.close()
         if self._mirror is not None:
             self._mirror.close()
             self._mirror = None
@@ -361,17 +326,7 @@ class FeetechBusEmulator:
         return self._call("register", servo_id, name)
 
     def _call(self, *request: Any) -> Any:
-        if self._connection is None:
-            raise RuntimeError("the emulator is not running: call start() or use it as a context manager")
-        with self._lock:
-            try:
-                self._connection.send(request)
-                ok, value = self._connection.recv()
-            except (OSError, EOFError) as error:
-                raise RuntimeError("the emulator process is gone") from error
-        if not ok:
-            raise value
-        return value
+        return self._device.call(*request)
 
 
 def _serve(
@@ -387,7 +342,7 @@ def _serve(
     tty.setraw(slave)  # no echo, no line discipline: bytes pass as they are
     os.set_blocking(master, False)
     try:
-        connection.send(os.ttyname(slave))
+        connection.send((True, os.ttyname(slave)))
         arm.run(master, connection)
     finally:
         os.close(master)

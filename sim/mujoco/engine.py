@@ -5,24 +5,45 @@
 inter-process traffic. Each environment has its own `MjModel` copy, so per-episode model parameters
 (colours, positions of static fixtures) can differ between environments while the state layout stays
 the same. `BatchedRenderer` renders any environment's cameras off-screen, in this process or in worker
-processes over shared memory.
+processes over shared memory. `MujocoBatchedEnv` is the `sim.core` batched-env contract on top of both
+(reset, step, autoreset, observations), which each suite completes with its scene, controls, success
+checks and experts.
 """
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import copy
 import multiprocessing
 import os
+import string
 import weakref
+from collections.abc import Sequence
 from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import Any, ClassVar
 
+import gymnasium as gym
 import mujoco
 import mujoco.rollout
 import numpy as np
+from gymnasium.vector.utils import batch_space
+
+from sim.core import (
+    OBS_STATE,
+    TASK,
+    AutoresetMode,
+    BatchedEnv,
+    InitStateSplit,
+    TaskSpec,
+    check_seed,
+    image_key,
+    parse_reset_options,
+    validate_actions,
+)
 
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 RENDER_START_TIMEOUT_S = 120.0
@@ -378,3 +399,277 @@ class BatchedRenderer:
             local.close()
         if pool is not None:
             pool.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# The batched-env bookkeeping our MuJoCo suites share
+
+
+INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
+
+
+class MujocoBatchedEnv(BatchedEnv):
+    """What every MuJoCo suite of ours (``arm``, ``so101``) does the same way, on a `BatchedSimulator`.
+
+    This base validates the constructor's arguments, builds the spaces, the simulator and the renderer,
+    and runs the `sim.core` contract: `reset` (seed, split, tasks, initial-state ids), `step` (episode
+    limits, termination on success, ``SameStep`` autoreset with ``final_obs``, ``Disabled`` autoreset with
+    finished envs frozen), observations, ``info`` and `close`. A suite supplies, besides ``TASK_NAMES``,
+    ``CAMERA_NAMES`` and ``SUITE`` (its name in messages):
+
+    - `_reset_scene`: put env ``i`` in initial state ``k`` of its task (and start its expert);
+    - `_controls`: actions ``[N, A]`` in [-1, 1] -> actuator controls ``[N, nu]``;
+    - `_task_success`: the success check of one task over all N envs;
+    - `_state`: ``observation.state`` ``[N, S]``;
+    - `expert_action`.
+    """
+
+    SUITE: ClassVar[str]
+
+    def __init__(
+        self,
+        num_envs: int,
+        tasks: Sequence[str] | None,
+        cameras: Sequence[str],
+        image_size: int,
+        autoreset_mode: AutoresetMode | str,
+        *,
+        task_specs: dict[str, TaskSpec],
+        model: mujoco.MjModel,
+        substeps: int,
+        control_hz: int,
+        action_dim: int,
+        state_space: gym.spaces.Box,
+        num_threads: int | None,
+        render_workers: int | None,
+    ) -> None:
+        """Validate the arguments and build the spaces, the simulator and the renderer.
+
+        Args:
+            num_envs: N.
+            tasks: task names, assigned to envs round-robin (None: every task of the suite).
+            cameras: cameras rendered into observations; empty for none.
+            image_size: square image side in pixels.
+            autoreset_mode: ``SameStep`` or ``Disabled`` (see `sim.core`).
+            task_specs: every task of the suite, by name (``TASK_NAMES`` order).
+            model: the scene (copied per env).
+            substeps: physics steps per control step.
+            control_hz: control steps per second (``metadata["render_fps"]``).
+            action_dim: A.
+            state_space: the single env's ``observation.state`` space.
+            num_threads: MuJoCo rollout threads (default: one per core).
+            render_workers: render processes (default: one per core from 4 envs, else in-process).
+
+        Raises:
+            ValueError: a bad ``num_envs``, task, camera, image size or autoreset mode (the message says
+                which and what is allowed).
+
+        """
+        suite = self.SUITE
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        task_names = tuple(tasks) if tasks is not None else self.TASK_NAMES
+        unknown = sorted(set(task_names) - set(self.TASK_NAMES))
+        if unknown or not task_names:
+            raise ValueError(
+                f"unknown {suite} task(s) {unknown or task_names}; known tasks: {', '.join(self.TASK_NAMES)}"
+            )
+        unknown_cameras = sorted(set(cameras) - set(self.CAMERA_NAMES))
+        if unknown_cameras:
+            raise ValueError(
+                f"unknown camera(s) {unknown_cameras}; the {suite} scene has {', '.join(self.CAMERA_NAMES)}"
+            )
+        if not 16 <= image_size <= 512:
+            raise ValueError(f"image_size must be within [16, 512] pixels, got {image_size}")
+        mode = AutoresetMode(autoreset_mode)
+        if mode not in (AutoresetMode.SAME_STEP, AutoresetMode.DISABLED):
+            raise ValueError(f"autoreset_mode must be 'SameStep' or 'Disabled', got {autoreset_mode!r}")
+
+        self.num_envs = num_envs
+        self.task_specs = task_specs
+        self.cameras = tuple(cameras)
+        self.image_size = image_size
+        self.metadata = {"autoreset_mode": mode, "render_fps": control_hz}
+        self._action_dim = action_dim
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+        observation_spaces: dict[str, gym.Space[Any]] = {
+            OBS_STATE: state_space,
+            TASK: gym.spaces.Text(max_length=200, charset=INSTRUCTION_CHARSET),
+        }
+        for camera in self.cameras:
+            observation_spaces[image_key(camera)] = gym.spaces.Box(
+                0, 255, (image_size, image_size, 3), np.uint8
+            )
+        self.single_observation_space = gym.spaces.Dict(observation_spaces)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+
+        if render_workers is None:
+            render_workers = (os.cpu_count() or 1) if num_envs >= 4 else 0
+        self.sim = BatchedSimulator(model, num_envs, substeps, num_threads)
+        self.renderer = (
+            BatchedRenderer(self.sim, self.cameras, image_size, image_size, render_workers)
+            if self.cameras
+            else None
+        )
+        first = task_names * (num_envs // len(task_names) + 1)
+        self._tasks: list[str] = list(first[:num_envs])
+        self._split = InitStateSplit.TRAIN
+        self._init_state_ids = np.zeros(num_envs, np.int64)
+        self._task_ids = np.zeros(num_envs, np.int64)  # index in TASK_NAMES of each env's task
+        self._steps = np.zeros(num_envs, np.int64)
+        self._max_steps = np.zeros(num_envs, np.int64)
+        self._done = np.zeros(num_envs, bool)
+        self._ended_by_success = np.zeros(num_envs, bool)
+        self._rng = np.random.default_rng()
+        self._closed = False
+
+    # ------------------------------------------------------------------------------------------------
+    # What a suite supplies
+
+    @abc.abstractmethod
+    def _reset_scene(self, env_index: int, task: str, state_id: int) -> None:
+        """Env ``env_index`` to initial state ``state_id`` of ``task`` (current split); start its expert."""
+
+    @abc.abstractmethod
+    def _controls(self, actions: np.ndarray) -> np.ndarray:
+        """Actions ``[N, A]`` in [-1, 1] -> actuator controls ``[N, nu]`` for the next control step."""
+
+    @abc.abstractmethod
+    def _task_success(self, task: str) -> np.ndarray:
+        """Whether each of the N scenes, judged as ``task``, is solved now: bool ``[N]``."""
+
+    @abc.abstractmethod
+    def _state(self) -> np.ndarray:
+        """``observation.state`` of the N envs, float32 ``[N, S]``."""
+
+    # ------------------------------------------------------------------------------------------------
+    # Contract
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The task each environment is running."""
+        return tuple(self._tasks)
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Reset all N envs; see `sim.core` for ``options`` (split, tasks, init_state_ids)."""
+        checked_seed = check_seed(seed)
+        request = parse_reset_options(options, self.num_envs, list(self.TASK_NAMES))
+        if checked_seed is not None:
+            self._rng = np.random.default_rng(checked_seed)
+        if request.tasks is not None:
+            self._tasks = list(request.tasks)
+        self._split = request.split
+        if request.init_state_ids is not None:
+            for env_index, state_id in enumerate(request.init_state_ids):
+                limit = self.task_specs[self._tasks[env_index]].num_states(self._split)
+                if state_id >= limit:
+                    raise ValueError(
+                        f"init_state_ids[{env_index}] = {state_id} is out of range: task "
+                        f"{self._tasks[env_index]!r} has {limit} {self._split} initial states"
+                    )
+            ids = request.init_state_ids
+        else:
+            ids = np.array([self._draw_state_id(i) for i in range(self.num_envs)])
+        for env_index in range(self.num_envs):
+            self._reset_env(env_index, int(ids[env_index]))
+        return self._observe(), self._info(np.zeros(self.num_envs, bool))
+
+    def step(self, actions: Any) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Advance every env one control step with ``actions`` ``[N, A]`` in [-1, 1]; see `sim.core`."""
+        self._check_open()
+        clipped, clipped_mask = validate_actions(actions, self.num_envs, self._action_dim)
+        active = ~self._done
+        frozen = np.flatnonzero(~active)  # DISABLED autoreset: finished envs stay where they ended
+        frozen_state, frozen_sensors = self.sim.state[frozen], self.sim.sensordata[frozen]
+        self.sim.step(self._controls(clipped))
+        self.sim.state[frozen] = frozen_state
+        self.sim.sensordata[frozen] = frozen_sensors
+        self._steps[active] += 1
+        success = self._success()
+        terminated = success & active
+        truncated = active & ~success & (self._steps >= self._max_steps)
+        reward = terminated.astype(np.float64)
+        info = self._info(success)
+        info["action_clipped"] = clipped_mask
+        if self.metadata["autoreset_mode"] is AutoresetMode.DISABLED:
+            terminated |= self._done & self._ended_by_success
+            truncated |= self._done & ~self._ended_by_success
+            self._ended_by_success[active] = terminated[active]
+            self._done |= terminated | truncated
+            return self._observe(), reward, terminated, truncated, info
+
+        finished = np.flatnonzero(terminated | truncated)
+        if len(finished):
+            final_obs = self._observe()
+            info["final_obs"] = final_obs
+            info["_final_obs"] = terminated | truncated
+            info["final_success"] = success.copy()
+            for env_index in finished:
+                self._reset_env(int(env_index), self._draw_state_id(int(env_index)))
+            info["task_id"] = self._task_ids.copy()
+            info["init_state_id"] = self._init_state_ids.copy()
+            return self._observe(reuse=final_obs, changed=finished), reward, terminated, truncated, info
+        return self._observe(), reward, terminated, truncated, info
+
+    def close(self, **kwargs: Any) -> None:
+        """Release the thread pool and the render context (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.sim.close()
+        if self.renderer is not None:
+            self.renderer.close()
+
+    # ------------------------------------------------------------------------------------------------
+    # Internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the environment is closed")
+
+    def _draw_state_id(self, env_index: int) -> int:
+        return int(self._rng.integers(self.task_specs[self._tasks[env_index]].num_states(self._split)))
+
+    def _reset_env(self, env_index: int, state_id: int) -> None:
+        task = self._tasks[env_index]
+        self._reset_scene(env_index, task, state_id)
+        self._task_ids[env_index] = self.TASK_NAMES.index(task)
+        self._max_steps[env_index] = self.task_specs[task].max_steps
+        self._init_state_ids[env_index] = state_id
+        self._steps[env_index] = 0
+        self._done[env_index] = False
+        self._ended_by_success[env_index] = False
+
+    def _success(self) -> np.ndarray:
+        success = np.zeros(self.num_envs, bool)
+        for task_index, task in enumerate(self.TASK_NAMES):
+            mask = self._task_ids == task_index
+            if mask.any():
+                success[mask] = self._task_success(task)[mask]
+        return success
+
+    def _observe(
+        self, reuse: dict[str, Any] | None = None, changed: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """The batched observation; with ``reuse``, only the ``changed`` envs are rendered again."""
+        obs: dict[str, Any] = {OBS_STATE: self._state()}
+        if self.renderer is not None:
+            for camera, frames in self.renderer.render(changed).items():
+                key = image_key(camera)
+                if reuse is None:
+                    obs[key] = frames
+                else:
+                    obs[key] = reuse[key].copy()
+                    obs[key][changed] = frames
+        obs[TASK] = tuple(self.task_specs[task].instruction for task in self._tasks)
+        return obs
+
+    def _info(self, success: np.ndarray) -> dict[str, Any]:
+        return {
+            "success": success,
+            "task_id": self._task_ids.copy(),
+            "init_state_id": self._init_state_ids.copy(),
+        }

@@ -14,40 +14,25 @@ terminates on success and truncates at the task's ``max_steps``.
 from __future__ import annotations
 
 import functools
-import os
-import string
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import mujoco
 import numpy as np
-from gymnasium.vector.utils import batch_space
 
-from sim.core import (
-    OBS_STATE,
-    TASK,
-    AutoresetMode,
-    BatchedEnv,
-    InitStateSplit,
-    check_seed,
-    image_key,
-    parse_reset_options,
-    validate_actions,
-)
+from sim.core import AutoresetMode
 from sim.mujoco.arm.tasks import (
     ARM_TASKS,
     BLOCKS,
     FIXTURES,
-    TASK_INDEX,
     Expert,
     Readings,
     SceneView,
     initial_layout,
     target_rotation,
 )
-from sim.mujoco.engine import BatchedRenderer, BatchedSimulator
+from sim.mujoco.engine import MujocoBatchedEnv
 from sim.mujoco.rotations import mat_to_axis_angle, quat_to_axis_angle, quat_to_mat, yaw_quat
 
 SCENE_XML = Path(__file__).parent / "assets" / "scene.xml"
@@ -64,7 +49,6 @@ STATE_LOW = np.array([-1.5, -1.5, -0.5, -np.pi, -np.pi, -np.pi, -0.01, -0.01], n
 STATE_HIGH = np.array([1.5, 1.5, 1.5, np.pi, np.pi, np.pi, 0.05, 0.05], np.float32)
 ACTION_DIM = 7
 HOME_TCP = np.array([-0.08, 0.0, 0.22])
-INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
 
 
 @functools.cache
@@ -119,7 +103,7 @@ def home_qpos() -> np.ndarray:
     return qpos
 
 
-class ArmBatchedEnv(BatchedEnv):
+class ArmBatchedEnv(MujocoBatchedEnv):
     """N environments of the arm suite, stepped in parallel by MuJoCo's thread pool.
 
     Args:
@@ -129,9 +113,11 @@ class ArmBatchedEnv(BatchedEnv):
         image_size: square image side in pixels.
         autoreset_mode: ``same_step`` or ``disabled`` (see `sim.core`).
         num_threads: MuJoCo rollout threads (default: one per core).
+        render_workers: render processes (default: one per core from 4 envs, else in-process).
 
     """
 
+    SUITE = "arm"
     TASK_NAMES = tuple(ARM_TASKS)
     CAMERA_NAMES = CAMERAS
 
@@ -145,49 +131,21 @@ class ArmBatchedEnv(BatchedEnv):
         num_threads: int | None = None,
         render_workers: int | None = None,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        task_names = tuple(tasks) if tasks is not None else tuple(ARM_TASKS)
-        unknown = sorted(set(task_names) - set(ARM_TASKS))
-        if unknown or not task_names:
-            raise ValueError(
-                f"unknown arm task(s) {unknown or task_names}; known tasks: {', '.join(ARM_TASKS)}"
-            )
-        unknown_cameras = sorted(set(cameras) - set(CAMERAS))
-        if unknown_cameras:
-            raise ValueError(f"unknown camera(s) {unknown_cameras}; the arm scene has {', '.join(CAMERAS)}")
-        if not 16 <= image_size <= 512:
-            raise ValueError(f"image_size must be within [16, 512] pixels, got {image_size}")
-        mode = AutoresetMode(autoreset_mode)
-        if mode not in (AutoresetMode.SAME_STEP, AutoresetMode.DISABLED):
-            raise ValueError(f"autoreset_mode must be 'SameStep' or 'Disabled', got {autoreset_mode!r}")
-
-        self.num_envs = num_envs
-        self.task_specs = {name: task.spec for name, task in ARM_TASKS.items()}
-        self.cameras = tuple(cameras)
-        self.image_size = image_size
-        self.metadata = {"autoreset_mode": mode, "render_fps": CONTROL_HZ}
-        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
-        observation_spaces: dict[str, gym.Space[Any]] = {
-            OBS_STATE: gym.spaces.Box(STATE_LOW, STATE_HIGH, (STATE_DIM,), np.float32),
-            TASK: gym.spaces.Text(max_length=200, charset=INSTRUCTION_CHARSET),
-        }
-        for camera in self.cameras:
-            observation_spaces[image_key(camera)] = gym.spaces.Box(
-                0, 255, (image_size, image_size, 3), np.uint8
-            )
-        self.single_observation_space = gym.spaces.Dict(observation_spaces)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-
-        if render_workers is None:
-            render_workers = (os.cpu_count() or 1) if num_envs >= 4 else 0
         model = load_model()
-        self.sim = BatchedSimulator(model, num_envs, SUBSTEPS, num_threads)
-        self.renderer = (
-            BatchedRenderer(self.sim, self.cameras, image_size, image_size, render_workers)
-            if self.cameras
-            else None
+        super().__init__(
+            num_envs,
+            tasks,
+            cameras,
+            image_size,
+            autoreset_mode,
+            task_specs={name: task.spec for name, task in ARM_TASKS.items()},
+            model=model,
+            substeps=SUBSTEPS,
+            control_hz=CONTROL_HZ,
+            action_dim=ACTION_DIM,
+            state_space=gym.spaces.Box(STATE_LOW, STATE_HIGH, (STATE_DIM,), np.float32),
+            num_threads=num_threads,
+            render_workers=render_workers,
         )
         self.ik = DifferentialIK(model)
         self.ik.home_qpos = home_qpos()
@@ -200,96 +158,10 @@ class ArmBatchedEnv(BatchedEnv):
         self._block_qpos = [model.joint(name).qposadr[0] for name in BLOCKS]
         self._drawer_qpos = model.joint("drawer").qposadr[0]
         self._finger_qpos = [model.joint("left_finger").qposadr[0], model.joint("right_finger").qposadr[0]]
-
-        first = task_names * (num_envs // len(task_names) + 1)
-        self._tasks: list[str] = list(first[:num_envs])
-        self._split = InitStateSplit.TRAIN
-        self._init_state_ids = np.zeros(num_envs, np.int64)
-        self._fixtures = {name: np.zeros((num_envs, 3)) for name in FIXTURES}
-        self._steps = np.zeros(num_envs, np.int64)
-        self._task_ids = np.zeros(num_envs, np.int64)  # TASK_INDEX of each env's task, set at reset
-        self._max_steps = np.zeros(num_envs, np.int64)
-        self._done = np.zeros(num_envs, bool)
-        self._ended_by_success = np.zeros(num_envs, bool)
-        self._views = [SceneView() for _ in range(num_envs)]
-        self._experts: list[Expert | None] = [None] * num_envs
-        self._expert_holds = np.zeros((num_envs, ACTION_DIM))
-        self._rng = np.random.default_rng()
-        self._closed = False
-
-    # ------------------------------------------------------------------------------------------------
-    # Contract
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        """The task each environment is running."""
-        return tuple(self._tasks)
-
-    def reset(
-        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Reset all N envs; see `sim.core` for ``options`` (split, tasks, init_state_ids)."""
-        checked_seed = check_seed(seed)
-        request = parse_reset_options(options, self.num_envs, list(ARM_TASKS))
-        if checked_seed is not None:
-            self._rng = np.random.default_rng(checked_seed)
-        if request.tasks is not None:
-            self._tasks = list(request.tasks)
-        self._split = request.split
-        if request.init_state_ids is not None:
-            for env_index, state_id in enumerate(request.init_state_ids):
-                limit = self.task_specs[self._tasks[env_index]].num_states(self._split)
-                if state_id >= limit:
-                    raise ValueError(
-                        f"init_state_ids[{env_index}] = {state_id} is out of range: task "
-                        f"{self._tasks[env_index]!r} has {limit} {self._split} initial states"
-                    )
-            ids = request.init_state_ids
-        else:
-            ids = np.array([self._draw_state_id(i) for i in range(self.num_envs)])
-        for env_index in range(self.num_envs):
-            self._reset_env(env_index, int(ids[env_index]))
-        return self._observe(), self._info(np.zeros(self.num_envs, bool))
-
-    def step(self, actions: Any) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Advance every env one control step with ``actions`` ``[N, 7]``; see `sim.core`."""
-        self._check_open()
-        clipped, clipped_mask = validate_actions(actions, self.num_envs, ACTION_DIM)
-        active = ~self._done
-        frozen = np.flatnonzero(~active)  # DISABLED autoreset: finished envs stay where they ended
-        frozen_state, frozen_sensors = self.sim.state[frozen], self.sim.sensordata[frozen]
-        self.sim.step(self._controls(clipped))
-        self.sim.state[frozen] = frozen_state
-        self.sim.sensordata[frozen] = frozen_sensors
-        self._steps[active] += 1
-        readings = Readings.from_sensordata(self.sim.sensordata)
-        success = self._success(readings)
-        terminated = success & active
-        truncated = active & ~success & (self._steps >= self._max_steps)
-        reward = terminated.astype(np.float64)
-        if self.metadata["autoreset_mode"] is AutoresetMode.DISABLED:
-            terminated |= self._done & self._ended_by_success
-            truncated |= self._done & ~self._ended_by_success
-            self._ended_by_success[active] = terminated[active]
-            self._done |= terminated | truncated
-            info = self._info(success)
-            info["action_clipped"] = clipped_mask
-            return self._observe(), reward, terminated, truncated, info
-
-        finished = np.flatnonzero(terminated | truncated)
-        info = self._info(success)
-        info["action_clipped"] = clipped_mask
-        if len(finished):
-            final_obs = self._observe()
-            info["final_obs"] = final_obs
-            info["_final_obs"] = terminated | truncated
-            info["final_success"] = success.copy()
-            for env_index in finished:
-                self._reset_env(int(env_index), self._draw_state_id(int(env_index)))
-            info["task_id"] = self._task_ids.copy()
-            info["init_state_id"] = self._init_state_ids.copy()
-            return self._observe(reuse=final_obs, changed=finished), reward, terminated, truncated, info
-        return self._observe(), reward, terminated, truncated, info
+        self._fixtures = {name: np.zeros((self.num_envs, 3)) for name in FIXTURES}
+        self._views = [SceneView() for _ in range(self.num_envs)]
+        self._experts: list[Expert | None] = [None] * self.num_envs
+        self._expert_holds = np.zeros((self.num_envs, ACTION_DIM))
 
     def expert_action(self) -> np.ndarray:
         """The scripted experts' actions ``[N, 7]`` for the current states (advances each expert)."""
@@ -315,27 +187,10 @@ class ArmBatchedEnv(BatchedEnv):
             actions[env_index] = action
         return actions
 
-    def close(self, **kwargs: Any) -> None:
-        """Release the thread pool and the render context (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self.sim.close()
-        if self.renderer is not None:
-            self.renderer.close()
-
     # ------------------------------------------------------------------------------------------------
-    # Internals
+    # The suite's part of `MujocoBatchedEnv`
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("the environment is closed")
-
-    def _draw_state_id(self, env_index: int) -> int:
-        return int(self._rng.integers(self.task_specs[self._tasks[env_index]].num_states(self._split)))
-
-    def _reset_env(self, env_index: int, state_id: int) -> None:
-        task = self._tasks[env_index]
+    def _reset_scene(self, env_index: int, task: str, state_id: int) -> None:
         layout = initial_layout(task, self._split, state_id, self._home_qpos)
         model = self.sim.models[env_index]
         for prefix, geom_ids in self._geom_ids.items():
@@ -353,17 +208,11 @@ class ArmBatchedEnv(BatchedEnv):
             x, y, yaw = layout.block_poses[block_index]
             qpos[address : address + 7] = [x, y, 0.02, *yaw_quat(yaw)]
         self.sim.set_env(env_index, qpos)
-        self._task_ids[env_index] = TASK_INDEX[task]
-        self._max_steps[env_index] = self.task_specs[task].max_steps
-        self._init_state_ids[env_index] = state_id
-        self._steps[env_index] = 0
-        self._done[env_index] = False
         view = self._views[env_index]
         view.layout = layout
         Readings.from_sensordata(self.sim.sensordata).fill(view, env_index)
         self._experts[env_index] = ARM_TASKS[task].expert(view)
         self._expert_holds[env_index] = [0, 0, 0, 0, 0, 0, -1]
-        self._ended_by_success[env_index] = False
 
     def _controls(self, actions: np.ndarray) -> np.ndarray:
         """Actions ``[N, 7]`` in [-1, 1] -> actuator controls ``[N, 9]`` (joint and finger targets).
@@ -378,37 +227,12 @@ class ArmBatchedEnv(BatchedEnv):
         controls[:, ARM_JOINTS:] = (FINGER_OPEN * (1.0 - actions[:, 6:7]) / 2.0).repeat(2, axis=1)
         return controls
 
-    def _success(self, readings: Readings) -> np.ndarray:
-        success = np.zeros(self.num_envs, bool)
-        for name, task_index in TASK_INDEX.items():
-            mask = self._task_ids == task_index
-            if mask.any():
-                success[mask] = ARM_TASKS[name].success(readings, self._fixtures)[mask]
-        return success
+    def _task_success(self, task: str) -> np.ndarray:
+        return ARM_TASKS[task].success(Readings.from_sensordata(self.sim.sensordata), self._fixtures)
 
-    def _observe(
-        self, reuse: dict[str, Any] | None = None, changed: np.ndarray | None = None
-    ) -> dict[str, Any]:
-        """The batched observation; with ``reuse``, only the ``changed`` envs are rendered again."""
+    def _state(self) -> np.ndarray:
         readings = Readings.from_sensordata(self.sim.sensordata)
         state = np.concatenate(
             [readings.tcp_pos, quat_to_axis_angle(readings.tcp_quat), readings.fingers], axis=1
         )
-        obs: dict[str, Any] = {OBS_STATE: state.astype(np.float32)}
-        if self.renderer is not None:
-            for camera, frames in self.renderer.render(changed).items():
-                key = image_key(camera)
-                if reuse is None:
-                    obs[key] = frames
-                else:
-                    obs[key] = reuse[key].copy()
-                    obs[key][changed] = frames
-        obs[TASK] = tuple(self.task_specs[task].instruction for task in self._tasks)
-        return obs
-
-    def _info(self, success: np.ndarray) -> dict[str, Any]:
-        return {
-            "success": success,
-            "task_id": self._task_ids.copy(),
-            "init_state_id": self._init_state_ids.copy(),
-        }
+        return state.astype(np.float32)

@@ -177,7 +177,7 @@ def test_faults_are_validated(faults, match):
 
 def test_close_stops_the_process_and_removes_the_terminal():
     emulator = FeetechBusEmulator().start()
-    port, process = emulator.port, emulator._process
+    port, process = emulator.port, emulator._device.process
     assert os.path.exists(port)
     emulator.close()
     emulator.close()  # idempotent

@@ -31,10 +31,13 @@ def save_training_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
     step: int,
+    averaged: VLAPolicy | None = None,
 ) -> None:
     """Write everything needed to resume at ``step``; the previous state is replaced only once complete."""
     staging = directory.with_name(directory.name + ".tmp")
     policy.save_pretrained(staging / "policy")
+    if averaged is not None:
+        averaged.save_pretrained(staging / "averaged_policy")
     moments: dict[str, torch.Tensor] = {}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
@@ -56,10 +59,16 @@ def load_training_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
+    averaged: VLAPolicy | None = None,
 ) -> int:
     """Restore a `save_training_state` directory into the given objects; return the step to resume at."""
     trained = VLAPolicy.from_pretrained(directory / "policy", map_location=policy.device)
     policy.load_state_dict(trained.state_dict())
+    if averaged is not None:
+        if not (directory / "averaged_policy").exists():
+            raise ValueError(f"{directory} holds no averaged weights; it was saved by a run without them")
+        saved = VLAPolicy.from_pretrained(directory / "averaged_policy", map_location=policy.device)
+        averaged.load_state_dict(saved.state_dict())
     trainer: dict[str, Any] = json.loads((directory / "trainer.json").read_text())
     moments = load_file(str(directory / "optimizer.safetensors"))
     state: dict[int, dict[str, torch.Tensor]] = {}
@@ -70,6 +79,10 @@ def load_training_state(
     optimizer_state["state"] = state
     optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(trainer["scheduler"])
+    # The fresh optimizer's groups still hold the first step's learning rate; the next step must use the
+    # schedule's value at ``step``, as the uninterrupted run would.
+    for group, learning_rate in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+        group["lr"] = learning_rate
     generator.set_state(load_file(str(directory / "generator.safetensors"))["generator"])
     return int(trainer["step"])
 
@@ -91,6 +104,8 @@ class LoopBookkeeping:
         evaluate: ``(policy, step) -> success rate``, or None for no evaluation.
         eval_every: steps between evaluations (0: only at the end).
         eval_metric: the metric name of the evaluations.
+        averaged: a moving average of ``policy``'s weights, if the loop keeps one: it is what gets
+            evaluated, and it is checkpointed with the rest.
 
     """
 
@@ -106,13 +121,14 @@ class LoopBookkeeping:
     evaluate: Callable[[VLAPolicy, int], float] | None
     eval_every: int
     eval_metric: str
+    averaged: VLAPolicy | None = None
 
     def resume(self) -> int:
         """Restore the last checkpoint if there is one; return the step to start at."""
         if not self.directory.exists():
             return 0
         start = load_training_state(
-            self.directory, self.policy, self.optimizer, self.scheduler, self.generator
+            self.directory, self.policy, self.optimizer, self.scheduler, self.generator, self.averaged
         )
         log.info("resuming %s from step %d (%s)", self.name, start, self.directory)
         return start
@@ -125,16 +141,27 @@ class LoopBookkeeping:
             and done % self.eval_every == 0
             and done != self.total_steps
         ):
-            log_evaluation(self.policy, self.evaluate, done, self.metrics, self.eval_metric)
+            log_evaluation(self.evaluated, self.evaluate, done, self.metrics, self.eval_metric)
         if done % self.checkpoint_every == 0 or done == self.total_steps:
             save_training_state(
-                self.directory, self.policy, self.optimizer, self.scheduler, self.generator, done
+                self.directory,
+                self.policy,
+                self.optimizer,
+                self.scheduler,
+                self.generator,
+                done,
+                self.averaged,
             )
 
     def finish(self) -> None:
         """The final evaluation (always run, also when resuming a finished loop)."""
         if self.evaluate is not None and self.total_steps > 0:
-            log_evaluation(self.policy, self.evaluate, self.total_steps, self.metrics, self.eval_metric)
+            log_evaluation(self.evaluated, self.evaluate, self.total_steps, self.metrics, self.eval_metric)
+
+    @property
+    def evaluated(self) -> VLAPolicy:
+        """The policy evaluations run: the averaged weights when the loop keeps them."""
+        return self.averaged if self.averaged is not None else self.policy
 
 
 def log_evaluation(

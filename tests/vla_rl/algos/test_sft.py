@@ -1,8 +1,9 @@
 import csv
 
+import pytest
 import torch
 
-from vla_rl.algos.sft import SFTConfig, cosine_schedule, token_loss, train_sft
+from vla_rl.algos.sft import SFTConfig, cosine_schedule, token_loss, train_sft, update_moving_average
 from vla_rl.data.frames import FrameDataset, _action_chunks
 from vla_rl.metrics import MetricsLogger
 from vla_rl.policy.configuration_vla import VLAConfig
@@ -120,3 +121,47 @@ def test_sft_lowers_the_loss_and_resumes_where_it_stopped(tmp_path):
     resumed = VLAPolicy.from_pretrained(tmp_path / "checkpoints" / "sft_last" / "policy")
     for a, b in zip(trained.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_moving_average_by_hand():
+    averaged, current = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        averaged.weight.fill_(1.0)
+        current.weight.fill_(3.0)
+    update_moving_average(averaged, current, decay=0.75)
+    assert averaged.weight.item() == pytest.approx(0.75 * 1.0 + 0.25 * 3.0)  # 1.5
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_a_killed_sft_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, ema_decay):
+    config = SFTConfig(steps=20, batch_size=8, warmup_steps=5, checkpoint_every=10, ema_decay=ema_decay)
+    uninterrupted = train_sft(
+        make_policy(), synthetic_frames(), config, tmp_path / "a", MetricsLogger(tmp_path / "a")
+    )
+
+    class KilledError(Exception):
+        pass
+
+    def killed_at_step_15(policy, step):
+        if step == 15:
+            raise KilledError  # after the checkpoint of step 10: the run resumes there
+        return 0.0
+
+    interrupted = SFTConfig(**(vars(config) | {"eval_every": 15}))
+    with pytest.raises(KilledError):
+        train_sft(
+            make_policy(), synthetic_frames(), interrupted, tmp_path / "b", MetricsLogger(tmp_path / "b"),
+            killed_at_step_15,
+        )  # fmt: skip
+    resumed = train_sft(
+        make_policy(), synthetic_frames(), config, tmp_path / "b", MetricsLogger(tmp_path / "b")
+    )
+    for a, b in zip(uninterrupted.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # With averaging, the returned weights are the average, not the last iterate.
+    last = VLAPolicy.from_pretrained(tmp_path / "a" / "checkpoints" / "sft_last" / "policy")
+    same_as_last = all(
+        torch.equal(a, b)
+        for a, b in zip(last.state_dict().values(), uninterrupted.state_dict().values(), strict=True)
+    )
+    assert same_as_last == (ema_decay == 0.0)

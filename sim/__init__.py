@@ -9,5 +9,10 @@ from sim.registry import Registry
 ENVS = Registry("env")
 ENVS.register("arm", "sim.mujoco.arm.env:ArmBatchedEnv")
 ENVS.register("so101", "sim.mujoco.so101.env:So101BatchedEnv")
+ENVS.register("libero_spatial", "sim.libero.env:LiberoSpatialEnv")
+ENVS.register("libero_object", "sim.libero.env:LiberoObjectEnv")
+ENVS.register("libero_goal", "sim.libero.env:LiberoGoalEnv")
+ENVS.register("libero_10", "sim.libero.env:Libero10Env")
+ENVS.register("libero_90", "sim.libero.env:Libero90Env")
 
 register_arm_tasks()

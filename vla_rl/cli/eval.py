@@ -1,7 +1,8 @@
 """`vla-rl-eval`: evaluate a policy on the ``eval`` initial states; write a report, a plot and videos.
 
 Examples: ``vla-rl-eval eval.policy=expert eval.episodes_per_task=20 run_dir=runs/expert_eval``;
-``vla-rl-eval eval.policy=policy policy.path=runs/default/policy``.
+``vla-rl-eval eval.policy=policy policy.path=runs/default/policy``; on LIBERO (no scripted experts, so
+the policy is evaluated): ``vla-rl-eval env=libero_spatial policy.path=...`` (10 tasks x 50 trials).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from vla_rl.config import EvalRunConfig
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Evaluate and report."""
+    import sim
     from vla_rl.data.episodes import ActFn
     from vla_rl.envs import make_env
     from vla_rl.evaluation import evaluate, plot_success, write_report
@@ -28,6 +30,13 @@ def main(cfg: DictConfig) -> None:
 
     config = to_config(cfg, EvalRunConfig)
     run_dir = Path(config.run_dir)
+    if config.eval.policy == "expert" and not getattr(
+        sim.ENVS.get(config.env.name), "HAS_SCRIPTED_EXPERT", True
+    ):
+        # LIBERO has no scripted experts: `vla-rl-eval env=libero_spatial policy.path=...` runs the policy.
+        if not config.policy.path:
+            sys.exit(f"error: env {config.env.name} has no scripted experts; pass policy.path=<saved policy>")
+        config.eval.policy = "policy"
     if config.eval.policy == "policy" and not config.policy.path:
         sys.exit("error: eval.policy=policy needs policy.path=<directory written by save_pretrained>")
     env = make_env(config.env)

@@ -20,9 +20,12 @@ more (servos hold their last goal) and the episode ends.
 A ``ConnectionError`` from the bus skips the tick, and the serial input buffer is reset (the platform's
 `recover_link`) so that late replies do not poison the next exchange; replies found waiting at the start
 of a tick (a read whose retry succeeded leaves its own replies behind) are dropped too
-(`discard_stale_input`). A camera that is stale or closed makes the tick hold (the last action is sent
-again; nothing is recorded). A bus that stops answering thus ends in a watchdog stop; a blind robot
-holds still.
+(`discard_stale_input`). A camera that is stale or closed (a camera dropout) makes the tick hold: the
+last action is sent again (it feeds the watchdog: the robot is known to be holding still), nothing is
+recorded, and the queued actions are dropped, as are chunks computed from observations before the
+dropout; once frames are fresh again the policy is handed a new observation at once and the robot holds
+until its chunk comes. A bus that stops answering thus ends in a watchdog stop; a blind robot holds
+still and resumes from what it sees when it sees again.
 
 Recording: every tick that sent a command adds a frame (the camera images the policy saw, the state,
 and the action actually sent, normalized as the policy's) to a LeRobotDataset written to
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import shutil
 import threading
@@ -163,6 +167,10 @@ class EpisodeResult:
         input_buffer_resets: serial input buffers reset after them.
         stale_input_flushes: ticks that found late replies of an earlier read waiting, and dropped them.
         camera_errors: ticks that held (and recorded nothing) for a stale or closed camera.
+        first_camera_error_time: ``time.monotonic()`` of the first such tick.
+        last_camera_error_time: ``time.monotonic()`` of the last such tick.
+        policy_resumed_time: ``time.monotonic()`` of the first command from a chunk computed after the
+            last camera error (None: none came, or there was no camera error).
         policy_waits: ticks that held before the first chunk arrived.
         policy_underruns: later ticks that held because the queue ran dry.
         overruns: ticks that started more than one period late (the schedule was re-anchored).
@@ -187,6 +195,9 @@ class EpisodeResult:
     input_buffer_resets: int = 0
     stale_input_flushes: int = 0
     camera_errors: int = 0
+    first_camera_error_time: float | None = None
+    last_camera_error_time: float | None = None
+    policy_resumed_time: float | None = None
     policy_waits: int = 0
     policy_underruns: int = 0
     overruns: int = 0
@@ -463,6 +474,7 @@ class _Episode:
     last_submit: int | None = None
     pending_frame_time: float | None = None  # the newest chunk's frame time, until its first action is sent
     got_chunk: bool = False
+    seen_from_tick: int = 0  # chunks of observations before this tick (a camera dropout) are dropped
 
 
 class DeployLoop:
@@ -479,15 +491,22 @@ class DeployLoop:
         policy: ChunkPolicy,
         config: ControlConfig,
         recorder: EpisodeRecorder | None = None,
+        hard_exit: Callable[[int], None] = os._exit,
     ) -> None:
-        """Set up the safety layer (in the platform's units) and start the policy thread."""
+        """Set up the safety layer (in the platform's units) and start the policy thread.
+
+        ``hard_exit`` is what a second SIGINT / SIGTERM calls (`real.safety.SafetyLayer`), e.g. to restore
+        the terminal first.
+        """
         self.platform = platform
         self.cameras = cameras
         self.config = config
         self.recorder = recorder
         period = config.period_s
         self.safety = SafetyLayer(
-            platform.safety_limits(period, config.watchdog_periods * period), on_stop=self._on_stop
+            platform.safety_limits(period, config.watchdog_periods * period),
+            on_stop=self._on_stop,
+            hard_exit=hard_exit,
         )
         self._worker = PolicyWorker(policy, len(platform.action_keys))
         self._safety_lock = threading.Lock()
@@ -613,8 +632,7 @@ class DeployLoop:
         try:
             frames = {name: camera.read_latest() for name, camera in self.cameras.items()}
         except CameraError as error:
-            result.camera_errors += 1
-            logger.warning("tick %d: holding, %s", result.ticks, error)
+            self._blind(episode, error)
             self._send(episode, episode.hold, observed_at)
             return None
         tick = result.ticks
@@ -623,6 +641,9 @@ class DeployLoop:
         frame_time = min((frame.timestamp for frame in frames.values()), default=time.monotonic())
 
         chunk = self._worker.poll(episode.number)
+        if chunk is not None and chunk.tick < episode.seen_from_tick:
+            logger.info("tick %d: dropped a chunk computed before the camera dropout", tick)
+            chunk = None
         if chunk is not None:
             result.chunks += 1
             result.inference_s.append(chunk.inference_s)
@@ -651,6 +672,9 @@ class DeployLoop:
         if from_policy and episode.pending_frame_time is not None:
             result.frame_to_command_s.append(time.monotonic() - episode.pending_frame_time)
             episode.pending_frame_time = None
+        if from_policy and result.camera_errors and result.policy_resumed_time is None:
+            result.policy_resumed_time = time.monotonic()
+            logger.info("tick %d: the policy acts again after the camera dropout", tick)
         frame: dict[str, Any] = {image_key(name): image for name, image in images.items()}
         frame[OBS_STATE] = state
         frame[ACTION] = platform.to_policy(sent).astype(np.float32)
@@ -677,6 +701,23 @@ class DeployLoop:
         episode.result.last_command_time = time.monotonic()
         episode.hold = sent
         return sent
+
+    def _blind(self, episode: _Episode, error: CameraError) -> None:
+        """A tick without usable camera frames: count it and forget the plan made before it."""
+        result, now = episode.result, time.monotonic()
+        if result.last_camera_error_time is None or result.policy_resumed_time is not None:
+            logger.warning("tick %d: camera dropout, holding: %s", result.ticks, error)  # a new dropout
+        else:
+            logger.debug("tick %d: still holding: %s", result.ticks, error)
+        result.camera_errors += 1
+        if result.first_camera_error_time is None:
+            result.first_camera_error_time = now
+        result.last_camera_error_time = now
+        result.policy_resumed_time = None
+        episode.queue.clear()
+        episode.pending_frame_time = None
+        episode.seen_from_tick = result.ticks + 1
+        episode.last_submit = None  # hand the policy the first fresh observation at once
 
     def _bus_error(self, result: EpisodeResult, error: ConnectionError) -> None:
         result.bus_errors += 1

@@ -193,6 +193,50 @@ def test_stale_camera_frames_make_the_robot_hold():
     np.testing.assert_array_equal(platform.robot.sent[2][1], [0.0, 0.0])  # held the present position
 
 
+class DropoutCamera(FakeCamera):
+    """Stale on the reads numbered in ``blind_reads`` (1-based), as in a camera dropout."""
+
+    def __init__(self, blind_reads):
+        super().__init__()
+        self.blind_reads = set(blind_reads)
+        self.reads = 0
+
+    def read_latest(self):
+        self.reads += 1
+        if self.reads in self.blind_reads:
+            raise StaleFrameError("camera front: newest frame is 400 ms old")
+        return super().read_latest()
+
+
+def test_a_camera_dropout_holds_then_the_policy_resumes_from_a_fresh_observation():
+    calls = []  # when the policy was called; call k (1-based) sends (k, k) / 10 in robot units
+
+    def numbered(observation):
+        calls.append(time.monotonic())
+        return np.full((6, 2), len(calls) / 100.0)
+
+    camera = DropoutCamera(range(11, 17))
+    platform, loop = make_loop(numbered, cameras={"front": camera}, episode_time_s=1.0)
+    try:
+        result = loop.run_episode("stack")
+    finally:
+        loop.close()
+    assert result.camera_errors == 6 and result.stop_reason is None and result.commands == result.ticks
+    blind_start, blind_end = result.first_camera_error_time, result.last_camera_error_time
+    sent = platform.robot.sent
+    before = [values for at, values in sent if at < blind_start]
+    during = [values for at, values in sent if at >= blind_start][:6]  # one command per blind tick
+    for values in during:  # held what was sent last before the dropout
+        np.testing.assert_array_equal(values, before[-1])
+    after = [values for at, values in sent if at > blind_end and not np.array_equal(values, before[-1])]
+    assert after, "the policy must act again once the frames are fresh"
+    for values in after:  # never an action planned before the dropout
+        assert calls[round(values[0] * 10) - 1] > blind_end
+    assert result.policy_resumed_time is not None and result.policy_resumed_time > blind_end
+    summary = result.as_dict()
+    assert summary["camera_errors"] == 6 and summary["policy_resumed_time"] == result.policy_resumed_time
+
+
 def test_watchdog_stops_the_robot_within_two_periods_of_a_link_cut():
     platform, loop = make_loop(ramp_policy(), fps=10, episode_time_s=3.0, watchdog_periods=1.75)
     platform.robot.cut_after = 8

@@ -24,6 +24,7 @@ REPORT_KEYS = {
     "safety_interventions",
     "faults",
     "link_cut",
+    "camera_dropout",
     "bus",
     "cameras",
     "dataset",
@@ -75,6 +76,8 @@ def test_a_short_hil_run_end_to_end(tmp_path):
         "robot.reply_timeout_ms=250",
         "faults.latency_s=0.005",
         "faults.link_cut_s=0.8",
+        "faults.camera_dropout_s=0.3",
+        "faults.camera_dropout_duration_s=0.6",
         f"run_dir={tmp_path / 'run'}",
     )
     report = run_hil(config)
@@ -85,7 +88,12 @@ def test_a_short_hil_run_end_to_end(tmp_path):
     assert 0.0 <= written["success_rate"]["hil"] <= 1.0 and 0.0 <= written["success_rate"]["sim"] <= 1.0
     for key in ("loop_jitter", "inference_latency", "frame_to_command_latency"):
         assert written[key]["n"] > 0 and written[key]["p99_ms"] >= written[key]["p50_ms"] >= 0.0
-    assert [fault["kind"] for fault in written["faults"]] == ["latency_s", "link_cut"]
+    assert [fault["kind"] for fault in written["faults"]] == ["latency_s", "camera_dropout", "link_cut"]
+    # The camera dropout: the stack held (blind ticks counted), did not crash and was not stopped.
+    dropout = report["camera_dropout"]
+    assert dropout["injected"] and dropout["held_ticks"] > 0 and dropout["stop_reason"] is None
+    assert "held its last command" in dropout["handled"]
+    assert "camera_dropout at 0.3 s for 0.6 s" in (tmp_path / "run" / "report.md").read_text()
     cut = report["link_cut"]
     assert cut["injected"] and cut["link_restored"] and not cut["commands_after_stop"]
     # The stop time is measured and reported (README); tests never assert timings: a loaded CI machine
@@ -94,11 +102,11 @@ def test_a_short_hil_run_end_to_end(tmp_path):
     assert written["bus"]["packets"] > 0 and written["cameras"]["frames_sent"] > 0
 
     dataset = LeRobotDataset("vla_rl/so101_hil", root=tmp_path / "run" / "dataset")
-    assert dataset.num_episodes == 2  # the scored episode and the link-cut one
+    assert dataset.num_episodes == 3  # the scored episode, the camera-dropout and the link-cut ones
     frame = dataset[0]
     assert frame["observation.state"].shape == (6,) and frame["action"].shape == (6,)
     assert frame["observation.images.front"].shape == (3, 32, 32)
-    assert frame["task"] == "pick up the red block and place it in the green zone"
+    assert frame["task"] == "push the red block into the green zone"  # hil.yaml's task: push
     actions = np.stack([dataset[i]["action"].numpy() for i in range(dataset.num_frames)])
     assert np.abs(actions).max() <= 1.0 + 1e-6  # the sent actions, normalized as the policy's
 
@@ -110,6 +118,8 @@ def test_a_short_hil_run_end_to_end(tmp_path):
         (["episodes=0"], r"episodes must be within \[1, 50\]"),
         (["faults.drop_rate=2.0"], "faults: drop_rate"),
         (["faults.link_cut_s=-1.0"], "faults.link_cut_s"),
+        (["faults.camera_dropout_s=0"], "faults.camera_dropout_s"),
+        (["faults.camera_dropout_duration_s=-2"], "faults.camera_dropout_duration_s"),
         (["control.fps=0"], "control.fps"),
         (["policy.temperature=-1.0"], "policy.temperature"),
         (["robot.reply_timeout_ms=0"], "robot.reply_timeout_ms"),

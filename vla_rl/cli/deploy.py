@@ -5,14 +5,17 @@ task="pick up the red block and place it in the green zone" episodes=5``.
 
 Each episode runs `real.deploy.DeployLoop` for ``control.episode_time_s``; between episodes the robot
 holds while the scene is reset by hand (``reset_time_s``). Ctrl-C is an e-stop: the robot holds, the
-episode is saved and the dataset finalized (a second Ctrl-C exits at once). Writes the dataset to
-``dataset.root`` and ``report.{json,md}`` (timing, safety interventions, bus errors) to ``run_dir``.
+episode is saved and the dataset finalized (a second Ctrl-C exits at once). When stdin is a terminal, one
+press of ``q`` or space (``estop_keys``; no Enter needed) is an e-stop too, with the same outcome. Writes
+the dataset to ``dataset.root`` and ``report.{json,md}`` (timing, safety interventions, bus errors) to
+``run_dir``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import sys
 import threading
@@ -36,6 +39,7 @@ from real.deploy import (
     EpisodeResult,
     summarize_run,
 )
+from real.keyboard import DEFAULT_KEYS, KeyEstop, describe_keys
 from vla_rl.cli import CONFIG_DIR, log, to_config
 from vla_rl.io import write_json_atomic, write_text_atomic
 
@@ -78,6 +82,8 @@ class DeployRunConfig:
         policy: the policy.
         task: the language instruction.
         episodes: episodes to run.
+        estop_keys: keys that e-stop the robot when stdin is a terminal, one character each (default q
+            and space); empty for none.
         reset_time_s: pause between episodes for resetting the scene.
         control: the control loop.
         dataset: the recording.
@@ -89,6 +95,7 @@ class DeployRunConfig:
     policy: DeployPolicyConfig = field(default_factory=DeployPolicyConfig)
     task: str = MISSING
     episodes: int = 1
+    estop_keys: str = DEFAULT_KEYS
     reset_time_s: float = 10.0
     control: ControlConfig = field(default_factory=ControlConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -99,6 +106,8 @@ class DeployRunConfig:
             raise ValueError('task must be the instruction, e.g. task="pick up the red block"')
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if not all(key.isprintable() for key in self.estop_keys):
+            raise ValueError(f"estop_keys must be printable characters (e.g. 'q '), got {self.estop_keys!r}")
         if not (math.isfinite(self.reset_time_s) and self.reset_time_s >= 0):
             raise ValueError(f"reset_time_s must be >= 0, got {self.reset_time_s}")
 
@@ -154,6 +163,22 @@ def fit_control(control: ControlConfig, chunk_size: int) -> ControlConfig:
         "control.replan_every=%d lowered to %d (chunk size %d)", control.replan_every, limit, chunk_size
     )
     return dataclasses.replace(control, replan_every=limit)
+
+
+def check_image_size(control: ControlConfig, policy: VLAPolicy) -> None:
+    """Warn when ``control.image_size`` is not the policy's: its images would differ from its training's.
+
+    Frames are cropped and resized to ``control.image_size`` and the policy resizes them again to its own
+    size; a policy trained on frames rendered at its own size sees the same pixels only when both agree.
+    """
+    if control.image_size != policy.config.image_size:
+        log.warning(
+            "control.image_size=%d, but the policy takes %d px images (set control.image_size=%d to give it "
+            "frames as it was trained on)",
+            control.image_size,
+            policy.config.image_size,
+            policy.config.image_size,
+        )
 
 
 def chunk_policy(policy: VLAPolicy, temperature: float) -> ChunkPolicy:
@@ -223,6 +248,7 @@ def main(cfg: DictConfig) -> None:
         policy = load_policy(config.policy, platform.action_keys, list(cameras))
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
+    check_image_size(config.control, policy)
     try:
         platform.connect()
         for camera in cameras.values():
@@ -236,12 +262,22 @@ def main(cfg: DictConfig) -> None:
         platform, list(cameras), config.control.image_size, config.dataset.use_videos, with_success=False
     )
     recorder = EpisodeRecorder(config.dataset, config.control.fps, features, robot_type=config.robot.name)
-    loop = DeployLoop(
-        platform, cameras, chunk_policy(policy, config.policy.temperature), config.control, recorder
-    )
+    keys: KeyEstop | None = None
+
+    def hard_exit(status: int) -> None:
+        if keys is not None:
+            keys.stop()  # give the terminal back its settings first
+        os._exit(status)
+
+    act = chunk_policy(policy, config.policy.temperature)
+    loop = DeployLoop(platform, cameras, act, config.control, recorder, hard_exit)
     results: list[EpisodeResult] = []
     if threading.current_thread() is threading.main_thread():
         loop.safety.install_signal_handlers((signal.SIGINT, signal.SIGTERM))
+    if config.estop_keys:
+        keys = KeyEstop(loop.safety.estop, config.estop_keys)
+        if keys.start():
+            log.info("e-stop: press %s (or Ctrl-C)", describe_keys(config.estop_keys))
     try:
         for index in range(config.episodes):
             log.info("episode %d/%d: %s", index + 1, config.episodes, config.task)
@@ -255,6 +291,8 @@ def main(cfg: DictConfig) -> None:
                 if _estopped_within(loop, config.reset_time_s):
                     break
     finally:
+        if keys is not None:
+            keys.stop()
         loop.safety.restore_signal_handlers()
         loop.close()
         for camera in cameras.values():

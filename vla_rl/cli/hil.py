@@ -8,8 +8,11 @@ calibration, camera URLs; every other ``robot.*`` value is used as given), and r
 LeRobot's ``SO101Follower`` exactly as on hardware. Before each episode the emulated table is put in
 the task's ``eval`` initial state ``k`` (as a person resets a real table); success is read from the
 emulator's physics. Bus faults (``faults.latency_s``, ``drop_rate``, ``corrupt_rate``) apply to every
-scored episode; with ``faults.link_cut_s`` set, one more episode (not scored) cuts the bus link that many
-seconds in, measures how long the watchdog takes to stop the robot, then restores the link.
+scored episode; with ``faults.camera_dropout_s`` set, one more episode (not scored) has the camera server
+withhold every frame from that many seconds in for ``faults.camera_dropout_duration_s`` (the stack must
+hold, count the blind ticks and resume from fresh frames); with ``faults.link_cut_s`` set, one more
+episode (not scored) cuts the bus link that many seconds in, measures how long the watchdog takes to stop
+the robot, then restores the link.
 
 The same policy is evaluated in pure simulation (`sim.mujoco.so101.env`) on the same initial states.
 Writes ``report.{json,md}`` (success in HIL and in sim, loop jitter, inference and frame-to-command
@@ -26,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +50,7 @@ from real.deploy import (
 from vla_rl.cli import CONFIG_DIR, log, to_config
 from vla_rl.cli.deploy import (
     DeployPolicyConfig,
+    check_image_size,
     chunk_policy,
     fit_control,
     incident_lines,
@@ -56,6 +61,7 @@ from vla_rl.cli.deploy import (
 
 if TYPE_CHECKING:
     from real.robot import Platform
+    from sim.emulators.camera_server import MjpegCameraServer
     from sim.emulators.feetech import FeetechBusEmulator
     from vla_rl.policy.modeling_vla import VLAPolicy
 
@@ -73,6 +79,9 @@ class FaultsConfig:
         corrupt_rate: probability that a servo reply has a wrong checksum, scored episodes.
         link_cut_s: run one more episode and cut the bus link (every servo silent) this many seconds
             in; null for none.
+        camera_dropout_s: run one more episode in which the camera server stops sending frames (the
+            connections stay open, as a hung camera's) this many seconds in; null for none.
+        camera_dropout_duration_s: how long that dropout lasts.
 
     """
 
@@ -80,6 +89,8 @@ class FaultsConfig:
     drop_rate: float = 0.0
     corrupt_rate: float = 0.0
     link_cut_s: float | None = 1.0
+    camera_dropout_s: float | None = None
+    camera_dropout_duration_s: float = 1.0
 
     def __post_init__(self) -> None:
         from sim.emulators.feetech import BusFaults
@@ -88,8 +99,13 @@ class FaultsConfig:
             BusFaults(self.latency_s, self.drop_rate, self.corrupt_rate)
         except ValueError as error:
             raise ValueError(f"faults: {error}") from None
-        if self.link_cut_s is not None and not (math.isfinite(self.link_cut_s) and self.link_cut_s > 0):
-            raise ValueError(f"faults.link_cut_s must be > 0 or null, got {self.link_cut_s}")
+        for name in ("link_cut_s", "camera_dropout_s"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"faults.{name} must be > 0 or null, got {value}")
+        duration = self.camera_dropout_duration_s
+        if not (math.isfinite(duration) and duration > 0):
+            raise ValueError(f"faults.camera_dropout_duration_s must be > 0, got {duration}")
 
 
 @dataclass
@@ -193,6 +209,28 @@ def _connect(platform: Platform) -> None:
                 raise
 
 
+@contextlib.contextmanager
+def _scheduled(events: list[tuple[float, Callable[[], None]]]) -> Iterator[Callable[[int, float], None]]:
+    """An ``on_tick`` for `DeployLoop.run_episode` running each ``(seconds, action)`` that long after tick 0.
+
+    On exit the actions not yet run are cancelled and a running one is waited for.
+    """
+    timers = [threading.Timer(at_s, action) for at_s, action in events]
+
+    def on_tick(tick: int, elapsed_s: float) -> None:
+        if tick == 0:
+            for timer in timers:
+                timer.start()
+
+    try:
+        yield on_tick
+    finally:
+        for timer in timers:
+            timer.cancel()
+            if timer.ident is not None:
+                timer.join()
+
+
 def _link_cut_episode(
     loop: DeployLoop,
     scene: _Scene,
@@ -211,18 +249,12 @@ def _link_cut_episode(
         if applied_at is not None:
             cut_at.append(applied_at)  # when the emulator's servos fell silent, by its own clock
 
-    timer = threading.Timer(cut_after_s, cut)
     scene.reset(state_id)
-
-    def on_tick(tick: int, elapsed_s: float) -> None:
-        if tick == 0:
-            timer.start()
-
     try:
-        result = loop.run_episode(instruction, success=scene.success, on_tick=on_tick)
+        with _scheduled([(cut_after_s, cut)]) as on_tick:
+            result = loop.run_episode(instruction, success=scene.success, on_tick=on_tick)
     finally:
-        timer.cancel()
-    emulator.faults = BusFaults()
+        emulator.faults = BusFaults()
     period = loop.config.period_s
     report: dict[str, Any] = {"kind": "link_cut", "at_s": cut_after_s, "injected": bool(cut_at)}
     if not cut_at or result.stop_time is None or result.stop_time < cut_at[0]:
@@ -250,6 +282,80 @@ def _link_cut_episode(
             f"link restored and the arm answering again: {'yes' if restored else 'no'}"
         ),
     }
+    return result, report
+
+
+def _camera_dropout_episode(
+    loop: DeployLoop,
+    scene: _Scene,
+    server: MjpegCameraServer,
+    instruction: str,
+    at_s: float,
+    duration_s: float,
+    state_id: int,
+) -> tuple[EpisodeResult, dict[str, Any]]:
+    """Run an episode whose cameras send no frames from ``at_s`` for ``duration_s``; say how it went."""
+    applied: dict[str, float] = {}
+
+    def start() -> None:
+        server.dropout = True
+        applied["start"] = time.monotonic()  # the server has withheld frames since before this
+
+    def end() -> None:
+        server.dropout = False
+        applied["end"] = time.monotonic()
+
+    reopens_before = sum(camera.reopens for camera in loop.cameras.values())
+    scene.reset(state_id)
+    try:
+        with _scheduled([(at_s, start), (at_s + duration_s, end)]) as on_tick:
+            result = loop.run_episode(instruction, success=scene.success, on_tick=on_tick)
+    finally:
+        server.dropout = False
+    report: dict[str, Any] = {
+        "kind": "camera_dropout",
+        "at_s": at_s,
+        "duration_s": duration_s,
+        "injected": "start" in applied,
+    }
+    if "start" not in applied:
+        report["handled"] = (
+            f"not measured: the episode ended ({result.stop_reason or 'success'}) before the dropout"
+        )
+        return result, report
+
+    def after(moment: float | None, reference: float | None) -> float | None:
+        return None if moment is None or reference is None else 1000 * (moment - reference)
+
+    detected_ms = after(result.first_camera_error_time, applied["start"])
+    resumed_ms = after(result.policy_resumed_time, applied.get("end"))
+    reopens = sum(camera.reopens for camera in loop.cameras.values()) - reopens_before
+    report |= {
+        "held_ticks": result.camera_errors,
+        "stale_detected_ms": detected_ms,
+        "policy_resumed_ms": resumed_ms,
+        "camera_reopens": reopens,
+        "stop_reason": result.stop_reason,
+        "success": result.success,
+    }
+    if result.camera_errors == 0:
+        outcome = "no stale frame was seen (the dropout was shorter than the camera's max frame age)"
+    else:
+        detected = f"{detected_ms:.0f} ms" if detected_ms is not None else "n/a"
+        outcome = (
+            f"stale frames seen {detected} after the dropout began (camera_max_age_s "
+            f"{1000 * loop.config.camera_max_age_s:.0f} ms); the robot held its last command for "
+            f"{result.camera_errors} ticks, the plan made before the dropout was dropped"
+        )
+        if resumed_ms is not None:
+            outcome += f"; the policy acted again {resumed_ms:.0f} ms after the frames came back"
+        elif "end" not in applied:
+            outcome += "; the episode ended during the dropout"
+        else:
+            outcome += "; the policy did not act again before the episode ended"
+        outcome += f"; {reopens} stream reopen(s)"
+    stop = result.stop_reason
+    report["handled"] = outcome + ("; no stop" if stop is None else f"; stopped: {stop}")
     return result, report
 
 
@@ -360,7 +466,8 @@ def run_hil(config: HilRunConfig) -> dict[str, Any]:
     settle_s = 2.0 / config.cameras.fps + 0.05  # until the cameras show a new scene
     scored: list[EpisodeResult] = []
     link_cut: dict[str, Any] | None = None
-    link_cut_result: list[EpisodeResult] = []
+    dropout: dict[str, Any] | None = None
+    extra: list[EpisodeResult] = []  # the fault episodes (not scored)
     with contextlib.ExitStack() as stack:
         emulator = stack.enter_context(FeetechBusEmulator())
         server = stack.enter_context(
@@ -382,6 +489,7 @@ def run_hil(config: HilRunConfig) -> dict[str, Any]:
         platform = ROBOTS.get(robot_config.name)(robot_config)
         policy = load_policy(config.policy, platform.action_keys, list(CAMERAS))
         control = fit_control(control, policy.config.chunk_size)
+        check_image_size(control, policy)
         scene = _Scene(emulator, config.task)
         instruction = scene.task.spec.instruction
         cameras = {
@@ -426,20 +534,35 @@ def run_hil(config: HilRunConfig) -> dict[str, Any]:
         emulator.faults = BusFaults()
         scored_bus_counts = emulator.counts
         fault_reports = _bus_faults_report(faults, scored, scored_bus_counts, robot_config.reply_timeout_ms)
+        num_states = scene.task.spec.num_eval_states
+        if faults.camera_dropout_s is not None and not loop.estopped:
+            time.sleep(settle_s)
+            result, dropout = _camera_dropout_episode(
+                loop,
+                scene,
+                server,
+                instruction,
+                faults.camera_dropout_s,
+                faults.camera_dropout_duration_s,
+                config.episodes % num_states,
+            )
+            extra.append(result)
+            fault_reports.append(dropout)
+            log.info("camera dropout: %s", dropout["handled"])
         if faults.link_cut_s is not None and not loop.estopped:
             time.sleep(settle_s)
-            state_id = config.episodes % scene.task.spec.num_eval_states
+            state_id = (config.episodes + len(extra)) % num_states
             result, link_cut = _link_cut_episode(
                 loop, scene, emulator, instruction, faults.link_cut_s, state_id
             )
-            link_cut_result.append(result)
+            extra.append(result)
             fault_reports.append(link_cut)
             log.info("link cut: %s", link_cut["handled"])
         bus_counts, camera_counts = emulator.counts, server.counts
 
     complete = len(scored) == config.episodes
     sim_success = _simulate(policy, config, control) if config.sim_eval and complete else None
-    summary = summarize_run(scored + link_cut_result)
+    summary = summarize_run(scored + extra)
     report: dict[str, Any] = {
         "task": config.task,
         "instruction": instruction,
@@ -455,10 +578,11 @@ def run_hil(config: HilRunConfig) -> dict[str, Any]:
         "safety_interventions": summary["safety_interventions"],
         "faults": fault_reports,
         "link_cut": link_cut,
+        "camera_dropout": dropout,
         "bus": bus_counts,
         "cameras": camera_counts,
         "dataset": config.dataset.root,
-        "episode_results": [r.as_dict() for r in scored + link_cut_result],
+        "episode_results": [r.as_dict() for r in scored + extra],
     }
     run_dir = Path(config.run_dir)
     write_run_report(run_dir, f"Hardware-in-the-loop: {config.task}", report, _markdown(report, summary))
@@ -478,6 +602,13 @@ def main(cfg: DictConfig) -> None:
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+def _fault_label(fault: dict[str, Any]) -> str:
+    if "value" in fault:
+        return f"{fault['kind']} {fault['value']:g}"
+    label = f"{fault['kind']} at {fault['at_s']:g} s"
+    return label + (f" for {fault['duration_s']:g} s" if "duration_s" in fault else "")
 
 
 def _markdown(report: dict[str, Any], summary: dict[str, Any]) -> list[str]:
@@ -500,7 +631,7 @@ def _markdown(report: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         "",
         "| fault | handled |",
         "|---|---|",
-        *(f"| {f['kind']} {f.get('value', f.get('at_s', ''))} | {f['handled']} |" for f in report["faults"]),
+        *(f"| {_fault_label(f)} | {f['handled']} |" for f in report["faults"]),
     ]
     if not report["faults"]:
         lines.append("| none | |")

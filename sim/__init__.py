@@ -14,5 +14,6 @@ ENVS.register("libero_object", "sim.libero.env:LiberoObjectEnv")
 ENVS.register("libero_goal", "sim.libero.env:LiberoGoalEnv")
 ENVS.register("libero_10", "sim.libero.env:Libero10Env")
 ENVS.register("libero_90", "sim.libero.env:Libero90Env")
+ENVS.register("robosuite", "sim.robosuite.env:RobosuiteEnv")
 
 register_arm_tasks()

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("libero", reason="LIBERO is an optional extra: pip install -e .[libero]")
-
 from sim.core import OBS_STATE, TASK, AutoresetMode, InitStateSplit, image_key
 from sim.libero.env import (
     CAMERAS,
@@ -41,6 +40,7 @@ from sim.libero.suites import (
     task_names,
 )
 
+pytestmark = pytest.mark.timeout(1800)  # LIBERO envs take 5-15 s to build, minutes on a starved machine
 REPLAY = json.loads((Path(__file__).parent / "data" / "libero_spatial_task0_state0.json").read_text())
 SPATIAL_TASK = REPLAY["task"]
 

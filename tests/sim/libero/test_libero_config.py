@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("libero", reason="LIBERO is an optional extra: pip install -e .[libero]")
-
 from sim.libero.env import LiberoEnv
 from sim.libero.suites import SUITES, task_names
+
+pytestmark = pytest.mark.timeout(1800)  # LIBERO envs take 5-15 s to build, minutes on a starved machine
 
 
 def _compose(overrides: list[str]) -> object:

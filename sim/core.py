@@ -216,11 +216,12 @@ class BatchedEnv(VectorEnv, abc.ABC):
 
     Env classes registered in `sim.ENVS` also declare, as class attributes, ``TASK_NAMES`` (every task
     the class can run) and ``CAMERA_NAMES`` (every camera its scenes have), so that configs are
-    validated without building an env.
+    validated without building an env; ``HAS_SCRIPTED_EXPERT`` says whether ``expert_action`` works.
     """
 
     TASK_NAMES: ClassVar[tuple[str, ...]]
     CAMERA_NAMES: ClassVar[tuple[str, ...]]
+    HAS_SCRIPTED_EXPERT: ClassVar[bool] = True
     task_specs: dict[str, TaskSpec]
     cameras: tuple[str, ...]
 

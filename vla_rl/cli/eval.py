@@ -30,9 +30,7 @@ def main(cfg: DictConfig) -> None:
 
     config = to_config(cfg, EvalRunConfig)
     run_dir = Path(config.run_dir)
-    if config.eval.policy == "expert" and not getattr(
-        sim.ENVS.get(config.env.name), "HAS_SCRIPTED_EXPERT", True
-    ):
+    if config.eval.policy == "expert" and not sim.ENVS.get(config.env.name).HAS_SCRIPTED_EXPERT:
         # LIBERO has no scripted experts: `vla-rl-eval env=libero_spatial policy.path=...` runs the policy.
         if not config.policy.path:
             sys.exit(f"error: env {config.env.name} has no scripted experts; pass policy.path=<saved policy>")

@@ -47,7 +47,6 @@ asked for.
 from __future__ import annotations
 
 import functools
-import os
 import zlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -66,8 +65,14 @@ from sim.libero.suites import (
     suite_task_specs,
     task_names,
 )
-from sim.robosuite.base import CAMERAS, RobosuiteBaseEnv, Slot, robosuite_axis_angle, set_gl_defaults
-from sim.vector import ProcessVectorEnv
+from sim.robosuite.base import (
+    CAMERAS,
+    RobosuiteBaseEnv,
+    Slot,
+    SuiteWorkers,
+    robosuite_axis_angle,
+    set_gl_defaults,
+)
 
 __all__ = [
     "CAMERAS",
@@ -191,7 +196,7 @@ class LiberoBatchedEnv(RobosuiteBaseEnv):
 # Process-parallel envs, one class per suite (what sim.ENVS registers)
 
 
-class LiberoEnv(ProcessVectorEnv):
+class LiberoEnv(SuiteWorkers):
     """N = W * k environments of one LIBERO suite in W worker processes (`sim.vector.ProcessVectorEnv`).
 
     Each worker hosts a `LiberoBatchedEnv` of k = N / W environments with its own render contexts. Worker
@@ -217,6 +222,8 @@ class LiberoEnv(ProcessVectorEnv):
     TASK_NAMES: ClassVar[tuple[str, ...]]
     CAMERA_NAMES: ClassVar[tuple[str, ...]] = tuple(CAMERAS)
     HAS_SCRIPTED_EXPERT: ClassVar[bool] = False
+    BASE_TIMEOUT_S = 120.0
+    PER_ENV_TIMEOUT_S = 60.0
 
     def __init__(
         self,
@@ -231,45 +238,23 @@ class LiberoEnv(ProcessVectorEnv):
         step_timeout_s: float | None = None,
         start_timeout_s: float = 300.0,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        workers = num_workers if num_workers is not None else min(num_envs, os.cpu_count() or 1)
-        if workers < 1 or num_envs % workers:
-            raise ValueError(f"num_workers ({workers}) must be positive and divide num_envs ({num_envs})")
-        task_list = tuple(tasks) if tasks else self.TASK_NAMES
-        unknown = sorted(set(task_list) - set(self.TASK_NAMES))
-        if unknown:
-            raise ValueError(
-                f"unknown {self.SUITE} task(s) {unknown}; known tasks: {', '.join(self.TASK_NAMES)}"
-            )
-        self._initial_tasks: tuple[str, ...] | None = tuple(
-            task_list[index % len(task_list)] for index in range(num_envs)
+        super().__init__(
+            functools.partial(
+                LiberoBatchedEnv,
+                self.SUITE,
+                cameras=tuple(cameras),
+                image_size=image_size,
+                render_size=render_size,
+                fast_render=fast_render,
+                autoreset_mode=AutoresetMode(autoreset_mode),
+            ),
+            num_envs,
+            tasks,
+            num_workers,
+            step_timeout_s,
+            suite=self.SUITE,
+            start_timeout_s=start_timeout_s,
         )
-        per_worker = num_envs // workers
-        set_gl_defaults()  # spawned workers inherit the environment
-        factory = functools.partial(
-            LiberoBatchedEnv,
-            self.SUITE,
-            num_envs=per_worker,
-            tasks=task_list,
-            cameras=tuple(cameras),
-            image_size=image_size,
-            render_size=render_size,
-            fast_render=fast_render,
-            autoreset_mode=AutoresetMode(autoreset_mode),
-        )
-        timeout = step_timeout_s if step_timeout_s is not None else 120.0 + 60.0 * per_worker
-        super().__init__(factory, workers, step_timeout_s=timeout, start_timeout_s=start_timeout_s)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Reset all N envs (see `ProcessVectorEnv.reset`); the first reset assigns the configured tasks."""
-        if self._initial_tasks is not None:
-            options = dict(options or {})
-            options.setdefault("tasks", list(self._initial_tasks))
-            self._initial_tasks = None
-        return super().reset(seed=seed, options=options)
 
 
 class LiberoSpatialEnv(LiberoEnv):

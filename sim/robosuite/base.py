@@ -31,8 +31,9 @@ then bit-identical to LIBERO's own ``agentview_image``, checked by hand).
 from __future__ import annotations
 
 import abc
+import functools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -52,8 +53,9 @@ from sim.core import (
     parse_reset_options,
     validate_actions,
 )
+from sim.vector import ProcessVectorEnv
 
-__all__ = ["CAMERAS", "RobosuiteBaseEnv", "robosuite_axis_angle", "set_gl_defaults"]
+__all__ = ["CAMERAS", "RobosuiteBaseEnv", "SuiteWorkers", "robosuite_axis_angle", "set_gl_defaults"]
 
 CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
 """Our camera name -> robosuite's camera name."""
@@ -447,3 +449,57 @@ def _resize(frame: np.ndarray, size: int) -> np.ndarray:
 
     resized: np.ndarray = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=cv2.INTER_AREA)
     return resized
+
+
+class SuiteWorkers(ProcessVectorEnv):
+    """N environments of one suite in W worker processes; the first ``reset`` assigns the tasks round-robin.
+
+    Subclasses declare ``TASK_NAMES`` and pass the factory of one worker's env (it receives ``num_envs``
+    and ``tasks``). ``step_timeout_s`` defaults to ``BASE_TIMEOUT_S + PER_ENV_TIMEOUT_S * k`` for k
+    environments per worker, since a ``reset`` may build every one of them.
+    """
+
+    BASE_TIMEOUT_S: ClassVar[float] = 60.0
+    PER_ENV_TIMEOUT_S: ClassVar[float] = 30.0
+
+    def __init__(
+        self,
+        worker_env: Callable[..., BatchedEnv],
+        num_envs: int,
+        tasks: Sequence[str] | None,
+        num_workers: int | None,
+        step_timeout_s: float | None,
+        suite: str,
+        start_timeout_s: float = 300.0,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        workers = num_workers if num_workers is not None else min(num_envs, os.cpu_count() or 1)
+        if workers < 1 or num_envs % workers:
+            raise ValueError(f"num_workers ({workers}) must be positive and divide num_envs ({num_envs})")
+        task_list = tuple(tasks) if tasks else self.TASK_NAMES
+        unknown = sorted(set(task_list) - set(self.TASK_NAMES))
+        if unknown:
+            raise ValueError(f"unknown {suite} task(s) {unknown}; known tasks: {', '.join(self.TASK_NAMES)}")
+        self._initial_tasks: tuple[str, ...] | None = tuple(
+            task_list[index % len(task_list)] for index in range(num_envs)
+        )
+        per_worker = num_envs // workers
+        set_gl_defaults()  # spawned workers inherit the environment
+        timeout = (
+            step_timeout_s
+            if step_timeout_s is not None
+            else self.BASE_TIMEOUT_S + self.PER_ENV_TIMEOUT_S * per_worker
+        )
+        factory = functools.partial(worker_env, num_envs=per_worker, tasks=task_list)
+        super().__init__(factory, workers, step_timeout_s=timeout, start_timeout_s=start_timeout_s)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Reset all N envs (see `ProcessVectorEnv.reset`); the first reset assigns the configured tasks."""
+        if self._initial_tasks is not None:
+            options = dict(options or {})
+            options.setdefault("tasks", list(self._initial_tasks))
+            self._initial_tasks = None
+        return super().reset(seed=seed, options=options)

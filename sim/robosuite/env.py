@@ -24,7 +24,6 @@ rotation is LIBERO's). `RobosuiteEnv` runs N of these in worker processes and is
 from __future__ import annotations
 
 import functools
-import os
 import zlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -32,8 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sim.core import AutoresetMode, InitStateSplit, TaskSpec
-from sim.robosuite.base import CAMERAS, RobosuiteBaseEnv, Slot, set_gl_defaults
-from sim.vector import ProcessVectorEnv
+from sim.robosuite.base import CAMERAS, RobosuiteBaseEnv, Slot, SuiteWorkers, set_gl_defaults
 
 __all__ = ["ROBOSUITE_TASKS", "RobosuiteBatchedEnv", "RobosuiteEnv"]
 
@@ -121,7 +119,7 @@ class RobosuiteBatchedEnv(RobosuiteBaseEnv):
             np.random.set_state(saved)
 
 
-class RobosuiteEnv(ProcessVectorEnv):
+class RobosuiteEnv(SuiteWorkers):
     """N = W * k robosuite environments in W worker processes (`sim.vector.ProcessVectorEnv`).
 
     Args:
@@ -154,41 +152,18 @@ class RobosuiteEnv(ProcessVectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         step_timeout_s: float | None = None,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        workers = num_workers if num_workers is not None else min(num_envs, os.cpu_count() or 1)
-        if workers < 1 or num_envs % workers:
-            raise ValueError(f"num_workers ({workers}) must be positive and divide num_envs ({num_envs})")
-        task_list = tuple(tasks) if tasks else self.TASK_NAMES
-        unknown = sorted(set(task_list) - set(self.TASK_NAMES))
-        if unknown:
-            raise ValueError(
-                f"unknown robosuite task(s) {unknown}; known tasks: {', '.join(self.TASK_NAMES)}"
-            )
-        self._initial_tasks: tuple[str, ...] | None = tuple(
-            task_list[index % len(task_list)] for index in range(num_envs)
+        super().__init__(
+            functools.partial(
+                RobosuiteBatchedEnv,
+                cameras=tuple(cameras),
+                image_size=image_size,
+                render_size=render_size,
+                fast_render=fast_render,
+                autoreset_mode=AutoresetMode(autoreset_mode),
+            ),
+            num_envs,
+            tasks,
+            num_workers,
+            step_timeout_s,
+            suite="robosuite",
         )
-        per_worker = num_envs // workers
-        set_gl_defaults()  # spawned workers inherit the environment
-        factory = functools.partial(
-            RobosuiteBatchedEnv,
-            num_envs=per_worker,
-            tasks=task_list,
-            cameras=tuple(cameras),
-            image_size=image_size,
-            render_size=render_size,
-            fast_render=fast_render,
-            autoreset_mode=AutoresetMode(autoreset_mode),
-        )
-        timeout = step_timeout_s if step_timeout_s is not None else 60.0 + 30.0 * per_worker
-        super().__init__(factory, workers, step_timeout_s=timeout)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Reset all N envs (see `ProcessVectorEnv.reset`); the first reset assigns the configured tasks."""
-        if self._initial_tasks is not None:
-            options = dict(options or {})
-            options.setdefault("tasks", list(self._initial_tasks))
-            self._initial_tasks = None
-        return super().reset(seed=seed, options=options)

@@ -239,20 +239,17 @@ class LiberoEnv(SuiteWorkers):
         start_timeout_s: float = 300.0,
     ) -> None:
         super().__init__(
-            functools.partial(
-                LiberoBatchedEnv,
-                self.SUITE,
-                cameras=tuple(cameras),
-                image_size=image_size,
-                render_size=render_size,
-                fast_render=fast_render,
-                autoreset_mode=AutoresetMode(autoreset_mode),
-            ),
+            functools.partial(LiberoBatchedEnv, self.SUITE),
             num_envs,
             tasks,
             num_workers,
             step_timeout_s,
             suite=self.SUITE,
+            cameras=cameras,
+            image_size=image_size,
+            render_size=render_size,
+            fast_render=fast_render,
+            autoreset_mode=autoreset_mode,
             start_timeout_s=start_timeout_s,
         )
 

@@ -454,9 +454,10 @@ def _resize(frame: np.ndarray, size: int) -> np.ndarray:
 class SuiteWorkers(ProcessVectorEnv):
     """N environments of one suite in W worker processes; the first ``reset`` assigns the tasks round-robin.
 
-    Subclasses declare ``TASK_NAMES`` and pass the factory of one worker's env (it receives ``num_envs``
-    and ``tasks``). ``step_timeout_s`` defaults to ``BASE_TIMEOUT_S + PER_ENV_TIMEOUT_S * k`` for k
-    environments per worker, since a ``reset`` may build every one of them.
+    Subclasses declare ``TASK_NAMES`` and pass the factory of one worker's env (it receives ``num_envs``,
+    ``tasks`` and the camera/render/autoreset keywords given here). ``step_timeout_s`` defaults to
+    ``BASE_TIMEOUT_S + PER_ENV_TIMEOUT_S * k`` for k environments per worker, since a ``reset`` may build
+    every one of them.
     """
 
     BASE_TIMEOUT_S: ClassVar[float] = 60.0
@@ -470,6 +471,12 @@ class SuiteWorkers(ProcessVectorEnv):
         num_workers: int | None,
         step_timeout_s: float | None,
         suite: str,
+        *,
+        cameras: Sequence[str],
+        image_size: int,
+        render_size: int | None,
+        fast_render: bool,
+        autoreset_mode: AutoresetMode | str,
         start_timeout_s: float = 300.0,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
@@ -491,7 +498,16 @@ class SuiteWorkers(ProcessVectorEnv):
             if step_timeout_s is not None
             else self.BASE_TIMEOUT_S + self.PER_ENV_TIMEOUT_S * per_worker
         )
-        factory = functools.partial(worker_env, num_envs=per_worker, tasks=task_list)
+        factory = functools.partial(
+            worker_env,
+            num_envs=per_worker,
+            tasks=task_list,
+            cameras=tuple(cameras),
+            image_size=image_size,
+            render_size=render_size,
+            fast_render=fast_render,
+            autoreset_mode=AutoresetMode(autoreset_mode),
+        )
         super().__init__(factory, workers, step_timeout_s=timeout, start_timeout_s=start_timeout_s)
 
     def reset(

@@ -23,7 +23,6 @@ rotation is LIBERO's). `RobosuiteEnv` runs N of these in worker processes and is
 
 from __future__ import annotations
 
-import functools
 import zlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -153,17 +152,15 @@ class RobosuiteEnv(SuiteWorkers):
         step_timeout_s: float | None = None,
     ) -> None:
         super().__init__(
-            functools.partial(
-                RobosuiteBatchedEnv,
-                cameras=tuple(cameras),
-                image_size=image_size,
-                render_size=render_size,
-                fast_render=fast_render,
-                autoreset_mode=AutoresetMode(autoreset_mode),
-            ),
+            RobosuiteBatchedEnv,
             num_envs,
             tasks,
             num_workers,
             step_timeout_s,
             suite="robosuite",
+            cameras=cameras,
+            image_size=image_size,
+            render_size=render_size,
+            fast_render=fast_render,
+            autoreset_mode=autoreset_mode,
         )

@@ -359,7 +359,6 @@ def dataset_features(
     platform: Platform, cameras: list[str], image_size: int, use_videos: bool, with_success: bool
 ) -> dict[str, dict[str, Any]]:
     """LeRobot feature specs: camera images, ``observation.state``, ``action`` (and ``success``)."""
-    names = [key.removesuffix(".pos") for key in platform.action_keys]
     features: dict[str, dict[str, Any]] = {
         image_key(camera): {
             "dtype": "video" if use_videos else "image",
@@ -368,8 +367,8 @@ def dataset_features(
         }
         for camera in cameras
     }
-    features[OBS_STATE] = {"dtype": "float32", "shape": (len(names),), "names": names}
-    features[ACTION] = {"dtype": "float32", "shape": (len(names),), "names": names}
+    for key, names in ((OBS_STATE, platform.state_names), (ACTION, platform.action_names)):
+        features[key] = {"dtype": "float32", "shape": (len(names),), "names": list(names)}
     if with_success:
         features[SUCCESS] = {"dtype": "bool", "shape": (1,), "names": None}
     return features
@@ -508,7 +507,7 @@ class DeployLoop:
             on_stop=self._on_stop,
             hard_exit=hard_exit,
         )
-        self._worker = PolicyWorker(policy, len(platform.action_keys))
+        self._worker = PolicyWorker(policy, len(platform.action_names))
         self._safety_lock = threading.Lock()
         self._stopped = threading.Event()
         self._stop_time: float | None = None
@@ -659,13 +658,14 @@ class DeployLoop:
 
         from_policy = bool(episode.queue)
         if from_policy:
-            values = platform.to_robot(episode.queue.pop(0))
+            values = platform.to_robot(episode.queue.pop(0), episode.hold)
         else:
             values = episode.hold
             if episode.got_chunk:
                 result.policy_underruns += 1
             else:
                 result.policy_waits += 1
+        last = episode.hold
         sent = self._send(episode, values, observed_at)
         if sent is None:
             return None
@@ -677,7 +677,7 @@ class DeployLoop:
             logger.info("tick %d: the policy acts again after the camera dropout", tick)
         frame: dict[str, Any] = {image_key(name): image for name, image in images.items()}
         frame[OBS_STATE] = state
-        frame[ACTION] = platform.to_policy(sent).astype(np.float32)
+        frame[ACTION] = platform.action_to_policy(sent, last).astype(np.float32)
         frame[TASK] = task
         return frame
 

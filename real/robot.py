@@ -30,7 +30,8 @@ class Platform(abc.ABC):
 
     Attributes:
         robot: the LeRobot ``Robot`` (built, not yet connected).
-        action_keys: the robot's action feature names, in the policy's dimension order (A of them).
+        action_keys: the robot's action feature names, in the policy's state order (A of them); robot
+            readings and commands are ``[A]`` arrays in this order.
         predict_position: the end-effector position ``[3]`` an action in robot units leads to (for the
             safety layer's workspace box), or None when the platform has no such kinematics.
 
@@ -40,13 +41,35 @@ class Platform(abc.ABC):
     action_keys: tuple[str, ...]
     predict_position: PositionPredictor | None = None
 
-    @abc.abstractmethod
-    def to_policy(self, values: np.ndarray) -> np.ndarray:
-        """Robot units ``[..., A]`` -> the policy's normalized action / state space ``[..., A]``."""
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The policy's state dimensions (S): the action keys without ``.pos``."""
+        return tuple(key.removesuffix(".pos") for key in self.action_keys)
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        """The policy's action dimensions (P); by default the state's (the policy commands what it reads)."""
+        return self.state_names
 
     @abc.abstractmethod
-    def to_robot(self, action: np.ndarray) -> np.ndarray:
-        """The policy's normalized action ``[..., A]`` -> robot units ``[..., A]``."""
+    def to_policy(self, values: np.ndarray) -> np.ndarray:
+        """Robot readings ``[..., A]`` (robot units) -> the policy's normalized state ``[..., S]``."""
+
+    @abc.abstractmethod
+    def to_robot(self, action: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """The policy's action ``[P]`` -> the next command ``[A]`` in robot units.
+
+        ``last`` ``[A]`` is the last command sent (at an episode's start: the robot's reading), the
+        reference of actions that are relative to it.
+        """
+
+    def action_to_policy(self, sent: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """The command really sent ``[A]`` after ``last`` ``[A]`` -> the policy action ``[P]`` it amounts to.
+
+        What the deployment records as the episode's action. By default the state mapping of ``sent``
+        (right for platforms whose policy commands absolute positions).
+        """
+        return self.to_policy(sent)
 
     @abc.abstractmethod
     def safety_limits(self, control_period_s: float, watchdog_timeout_s: float) -> SafetyLimits:
@@ -83,5 +106,5 @@ class Platform(abc.ABC):
         return {key: float(value) for key, value in zip(self.action_keys, values, strict=True)}
 
     def state(self, observation: dict[str, Any]) -> np.ndarray:
-        """The policy's ``observation.state`` float32 ``[A]`` from a robot observation."""
+        """The policy's ``observation.state`` float32 ``[S]`` from a robot observation."""
         return self.to_policy(self.values(observation)).astype(np.float32)

@@ -98,6 +98,27 @@ class MujocoEnvConfig(EnvConfig):
 
 
 @dataclass
+class So101EnvConfig(MujocoEnvConfig):
+    """The SO-101 table (`sim.mujoco.so101`).
+
+    Attributes:
+        action_mode: ``joint`` (6-D absolute joint targets) or ``ee`` (7-D TCP twist + gripper target);
+            deploy and HIL the policy with the same ``robot.action_mode``.
+
+    """
+
+    action_mode: str = "joint"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("env.action_mode", self.action_mode, ["joint", "ee"])
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the env class's constructor (besides ``autoreset_mode``)."""
+        return {**super().env_kwargs(), "action_mode": self.action_mode}
+
+
+@dataclass
 class RobosuiteEnvConfig(EnvConfig):
     """robosuite-based envs (`sim.robosuite`; LIBERO is built on robosuite), in worker processes.
 
@@ -352,5 +373,6 @@ def register_configs() -> None:
     store.store(name="eval_schema", node=EvalRunConfig)
     store.store(name="collect_schema", node=CollectConfig)
     store.store(group="env", name="mujoco_schema", node=MujocoEnvConfig)
+    store.store(group="env", name="so101_schema", node=So101EnvConfig)
     store.store(group="env", name="libero_schema", node=LiberoEnvConfig)
     store.store(group="env", name="robosuite_schema", node=RobosuiteEnvConfig)

@@ -15,6 +15,8 @@ class So101Config:
         port: serial port of the servo bus (``/dev/ttyACM0``; the HIL harness sets the emulator's).
         id: calibration id: LeRobot reads ``<calibration_dir>/<id>.json``.
         calibration_dir: where the calibration lives; null means LeRobot's default folder.
+        action_mode: what the policy's action means: ``joint`` (6-D absolute joint targets) or ``ee``
+            (7-D TCP twist from the present pose + gripper target); the policy's training env's mode.
         cameras: camera name -> source (device index, video file or stream URL); names must be the
             policy's cameras.
         reply_timeout_ms: how long the bus driver waits for a servo's status packet (LeRobot: 50 ms).
@@ -32,6 +34,7 @@ class So101Config:
     port: str = ""
     id: str = "so101"
     calibration_dir: str | None = None
+    action_mode: str = "joint"
     cameras: dict[str, str] = field(default_factory=dict)
     reply_timeout_ms: float = 50.0
     num_read_retries: int = 2
@@ -42,6 +45,8 @@ class So101Config:
     workspace_high: list[float] = field(default_factory=lambda: [0.5, 0.4, 0.5])
 
     def __post_init__(self) -> None:
+        if self.action_mode not in ("joint", "ee"):
+            raise ValueError(f"robot.action_mode must be joint or ee, got {self.action_mode!r}")
         if not self.id.strip():
             raise ValueError("robot.id must name the calibration (e.g. my_so101)")
         for key, value in (

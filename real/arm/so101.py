@@ -2,9 +2,12 @@
 
 Units. LeRobot's SO-101 action and observation are ``<motor>.pos`` for the six motors: the five body
 joints in degrees (``use_degrees=True``: 0 is the calibrated middle pose, which is the MuJoCo model's
-joint zero) and the gripper in 0..100 (0 closed) over its calibrated range. The policy's space is the
+joint zero) and the gripper in 0..100 (0 closed) over its calibrated range. The policy's state is the
 simulator's (`sim.mujoco.so101.env`): each joint's range in the model mapped onto [-1, 1]. So a body
-joint's value is ``degrees(normalized_to_joints(a))`` and the gripper's is ``50 (a + 1)``.
+joint's value is ``degrees(normalized_to_joints(s))`` and the gripper's is ``50 (s + 1)``. The policy's
+action is the simulator's in ``robot.action_mode``: ``joint`` (the state's space: absolute targets) or
+``ee`` (a TCP twist from the last command sent, turned into joint targets by the simulator's own
+controller, `EndEffectorControl`, plus the gripper target).
 
 The safety layer works in LeRobot's units: range = the model's joint ranges, slew = the configured
 speeds times the control period, workspace = a box the TCP (forward kinematics on the model) must
@@ -21,7 +24,13 @@ import numpy as np
 from real.arm.config_so101 import So101Config
 from real.robot import Platform
 from real.safety import SafetyLimits
-from sim.mujoco.so101.env import joint_ranges, joints_to_normalized, normalized_to_joints
+from sim.mujoco.so101.env import (
+    ActionMode,
+    EndEffectorControl,
+    joint_ranges,
+    joints_to_normalized,
+    normalized_to_joints,
+)
 from sim.mujoco.so101.model import MOTOR_NAMES
 from sim.mujoco.so101.tasks import So101Kinematics
 
@@ -78,26 +87,40 @@ class So101Platform(Platform):
         self.config = config
         self.robot = make_so101_follower(config)
         self.action_keys = tuple(f"{motor}.pos" for motor in MOTOR_NAMES)
+        self.action_mode = ActionMode(config.action_mode)
         self._kinematics = So101Kinematics()
+        self._ee_control = EndEffectorControl() if self.action_mode is ActionMode.EE else None
         self.predict_position = self._tcp_position
 
-    def to_policy(self, values: np.ndarray) -> np.ndarray:
-        """LeRobot units ``[..., 6]`` (degrees, gripper 0..100) -> normalized ``[..., 6]``."""
-        values = np.asarray(values, dtype=np.float64)
-        normalized = joints_to_normalized(np.radians(values))
-        normalized[..., GRIPPER] = values[..., GRIPPER] / 50.0 - 1.0
-        return normalized
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        """``joint``: the motors; ``ee``: the TCP twist's six components and the gripper."""
+        if self.action_mode is ActionMode.JOINT:
+            return self.state_names
+        return ("ee.x", "ee.y", "ee.z", "ee.rx", "ee.ry", "ee.rz", "gripper")
 
-    def to_robot(self, action: np.ndarray) -> np.ndarray:
-        """Normalized ``[..., 6]`` -> LeRobot units ``[..., 6]``."""
+    def to_policy(self, values: np.ndarray) -> np.ndarray:
+        """LeRobot units ``[..., 6]`` (degrees, gripper 0..100) -> the normalized state ``[..., 6]``."""
+        return joints_to_normalized(robot_units_to_joints(values))
+
+    def to_robot(self, action: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """The policy's action (``joint``: ``[6]``, ``ee``: ``[7]``) after ``last`` -> LeRobot units."""
         action = np.asarray(action, dtype=np.float64)
-        values = np.degrees(normalized_to_joints(action))
-        values[..., GRIPPER] = 50.0 * (action[..., GRIPPER] + 1.0)
-        return values
+        if self._ee_control is None:
+            return joints_to_robot_units(normalized_to_joints(action))
+        last_joints = robot_units_to_joints(last)
+        return joints_to_robot_units(self._ee_control.joint_targets(action[None], last_joints[None])[0])
+
+    def action_to_policy(self, sent: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """The command sent ``[6]`` after ``last`` ``[6]`` (LeRobot units) -> the policy action it is."""
+        if self._ee_control is None:
+            return self.to_policy(sent)
+        targets, last_joints = robot_units_to_joints(sent), robot_units_to_joints(last)
+        return self._ee_control.actions(targets[None], last_joints[None])[0]
 
     def safety_limits(self, control_period_s: float, watchdog_timeout_s: float) -> SafetyLimits:
         """The model's joint ranges, the configured speeds per control period, the TCP workspace box."""
-        low, high = self.to_robot(-np.ones(6)), self.to_robot(np.ones(6))
+        low, high = joints_to_robot_units(joint_ranges().T)
         speeds = [self.config.max_joint_speed_deg_s] * GRIPPER + [self.config.max_gripper_speed]
         return SafetyLimits(
             low=low,
@@ -154,7 +177,22 @@ class So101Platform(Platform):
         return waiting
 
     def _tcp_position(self, values: np.ndarray) -> np.ndarray:
-        joints = np.radians(np.asarray(values, dtype=np.float64))
-        low, high = joint_ranges()[GRIPPER]
-        joints[GRIPPER] = low + values[GRIPPER] / 100.0 * (high - low)
-        return self._kinematics.tcp(joints)
+        return self._kinematics.tcp(robot_units_to_joints(values))
+
+
+def robot_units_to_joints(values: np.ndarray) -> np.ndarray:
+    """LeRobot units ``[..., 6]`` (body joints in degrees, gripper 0..100) -> joint angles (radians)."""
+    values = np.asarray(values, dtype=np.float64)
+    joints = np.radians(values)
+    low, high = joint_ranges()[GRIPPER]
+    joints[..., GRIPPER] = low + values[..., GRIPPER] / 100.0 * (high - low)
+    return joints
+
+
+def joints_to_robot_units(joints: np.ndarray) -> np.ndarray:
+    """Joint angles ``[..., 6]`` (radians) -> LeRobot units (body joints in degrees, gripper 0..100)."""
+    joints = np.asarray(joints, dtype=np.float64)
+    values = np.degrees(joints)
+    low, high = joint_ranges()[GRIPPER]
+    values[..., GRIPPER] = 100.0 * (joints[..., GRIPPER] - low) / (high - low)
+    return values

@@ -65,7 +65,7 @@ class FakePlatform(Platform):
     def to_policy(self, values):
         return np.asarray(values, dtype=np.float64) / 10.0
 
-    def to_robot(self, action):
+    def to_robot(self, action, last):
         return np.asarray(action, dtype=np.float64) * 10.0
 
     def safety_limits(self, control_period_s, watchdog_timeout_s):

@@ -63,6 +63,9 @@ def test_collect_writes_a_lerobot_dataset_that_lerobot_reads_back(tmp_path):
     # A dataset without the tasks asked for is not silently reused.
     other = run("vla-rl-collect", "env.tasks=[reach_target]", f"demos.root={root}", cwd=tmp_path)
     assert other.returncode != 0 and "have no episodes of ['reach_target']" in other.stderr
+    # Nor one recorded in another action space.
+    so101 = run("vla-rl-collect", "env=so101", "env.tasks=[push]", f"demos.root={root}", cwd=tmp_path)
+    assert so101.returncode != 0 and "have actions of shape (7,), the env's are (6,)" in so101.stderr
 
 
 def test_smoke_pipeline_runs_end_to_end_and_resumes_after_a_kill(tmp_path):

@@ -143,10 +143,16 @@ def test_deploy_config_needs_a_task_and_a_policy():
 
 
 def test_a_policy_that_does_not_fit_the_robot_is_rejected(tmp_path):
-    keys = tuple(f"{m}.pos" for m in ("a", "b", "c", "d", "e", "f"))
-    path = save_tiny_policy(tmp_path / "policy7", action_dim=7)
-    with pytest.raises(ValueError, match="action_dim 7"):
-        load_policy(DeployPolicyConfig(path=str(path)), keys, ["front", "wrist"])
-    path = save_tiny_policy(tmp_path / "policy6")
+    from real.arm.so101 import So101Platform
+
+    joint = So101Platform(So101Config(port="/dev/null"))
+    ee = So101Platform(So101Config(port="/dev/null", action_mode="ee"))
+    policy7 = DeployPolicyConfig(path=str(save_tiny_policy(tmp_path / "policy7", action_dim=7)))
+    policy6 = DeployPolicyConfig(path=str(save_tiny_policy(tmp_path / "policy6")))
+    with pytest.raises(ValueError, match=r"action_dim 7.*robot\.action_mode"):
+        load_policy(policy7, joint, ["front", "wrist"])
+    with pytest.raises(ValueError, match=r"action_dim 6.*robot\.action_mode"):
+        load_policy(policy6, ee, ["front", "wrist"])
+    assert load_policy(policy7, ee, ["front", "wrist"]).config.action_dim == 7
     with pytest.raises(ValueError, match=r"needs camera\(s\) \['wrist'\]"):
-        load_policy(DeployPolicyConfig(path=str(path)), keys, ["front"])
+        load_policy(policy6, joint, ["front"])

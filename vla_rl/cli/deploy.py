@@ -44,6 +44,7 @@ from vla_rl.cli import CONFIG_DIR, log, to_config
 from vla_rl.io import write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
+    from real.robot import Platform
     from vla_rl.policy.modeling_vla import VLAPolicy
 
 
@@ -122,7 +123,7 @@ def register_configs() -> None:
 register_configs()
 
 
-def load_policy(config: DeployPolicyConfig, action_keys: tuple[str, ...], cameras: list[str]) -> VLAPolicy:
+def load_policy(config: DeployPolicyConfig, platform: Platform, cameras: list[str]) -> VLAPolicy:
     """Load the policy and check that it fits the robot: its action and state sizes, and its cameras.
 
     Raises:
@@ -139,10 +140,12 @@ def load_policy(config: DeployPolicyConfig, action_keys: tuple[str, ...], camera
     torch.set_num_threads(config.num_threads)
     policy = VLAPolicy.from_pretrained(config.path, map_location=config.device).eval()
     vla = policy.config
-    if vla.action_dim != len(action_keys) or vla.state_dim != len(action_keys):
+    actions, states = platform.action_names, platform.state_names
+    if vla.action_dim != len(actions) or vla.state_dim != len(states):
         raise ValueError(
             f"policy {config.path} has action_dim {vla.action_dim} and state_dim {vla.state_dim}; the robot "
-            f"needs {len(action_keys)} ({', '.join(action_keys)})"
+            f"needs actions ({', '.join(actions)}) and states ({', '.join(states)}); check robot.action_mode "
+            "against the policy's training env"
         )
     missing = sorted(set(vla.cameras) - set(cameras))
     if missing:
@@ -245,7 +248,7 @@ def main(cfg: DictConfig) -> None:
             for name, source in config.robot.cameras.items()
         }
         platform = ROBOTS.get(config.robot.name)(config.robot)
-        policy = load_policy(config.policy, platform.action_keys, list(cameras))
+        policy = load_policy(config.policy, platform, list(cameras))
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     check_image_size(config.control, policy)

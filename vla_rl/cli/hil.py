@@ -427,6 +427,7 @@ def _simulate(policy: VLAPolicy, config: HilRunConfig, control: ControlConfig) -
         autoreset_mode="Disabled",
         render_workers=0,
         max_steps=max(1, round(control.episode_time_s * CONTROL_HZ)),
+        action_mode=config.robot.action_mode,
     )
     actor = ChunkActor(policy, config.policy.temperature, control.replan_every)
     try:
@@ -487,7 +488,7 @@ def run_hil(config: HilRunConfig) -> dict[str, Any]:
             cameras={camera: server.url(camera) for camera in CAMERAS},
         )
         platform = ROBOTS.get(robot_config.name)(robot_config)
-        policy = load_policy(config.policy, platform.action_keys, list(CAMERAS))
+        policy = load_policy(config.policy, platform, list(CAMERAS))
         control = fit_control(control, policy.config.chunk_size)
         check_image_size(control, policy)
         scene = _Scene(emulator, config.task)

@@ -66,7 +66,15 @@ def collect_demonstrations(
 
     root = Path(config.root)
     if (root / "meta" / "info.json").exists() and not overwrite:
-        recorded_tasks = set(LeRobotDatasetMetadata(config.repo_id, root=root).tasks.index)
+        metadata = LeRobotDatasetMetadata(config.repo_id, root=root)
+        recorded_shape = tuple(metadata.features[ACTION]["shape"])
+        if recorded_shape != env.single_action_space.shape:
+            raise ValueError(
+                f"the demonstrations at {root} have actions of shape {recorded_shape}, the env's are "
+                f"{env.single_action_space.shape} (another env or action mode); point demos.root at "
+                "another directory"
+            )
+        recorded_tasks = set(metadata.tasks.index)
         missing = [task for task in tasks if env.task_specs[task].instruction not in recorded_tasks]
         if missing:
             raise ValueError(

@@ -91,6 +91,17 @@ class So101Kinematics:
         self._forward(joints)
         return self.data.site_xpos[self._site].copy()
 
+    def jacobian(self, joints: np.ndarray) -> np.ndarray:
+        """The TCP's Jacobian ``[6, 5]`` (linear rows, then angular, world frame) over the body joints."""
+        self._forward(joints)
+        return self._site_jacobian()
+
+    def _site_jacobian(self) -> np.ndarray:
+        mujoco.mj_comPos(self.model, self.data)
+        mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self._site)
+        dofs = self.indices.qvel[:ARM_JOINTS]
+        return np.vstack([self._jacp[:, dofs], self._jacr[:, dofs]])
+
     def solve(self, position: np.ndarray, yaw: float, start: np.ndarray, iterations: int = 30) -> np.ndarray:
         """Joints ``[6]`` putting the TCP at ``position``, pointing down at ``yaw``, iterating from ``start``.
 
@@ -98,7 +109,6 @@ class So101Kinematics:
         """
         joints = np.array(start, dtype=np.float64)
         goal_rotation = down_rotation(yaw)
-        dofs = self.indices.qvel[:ARM_JOINTS]
         weight = self.orientation_weight
         error_rotation = np.zeros(3)
         quat = np.zeros(4)
@@ -111,9 +121,8 @@ class So101Kinematics:
             mujoco.mju_quat2Vel(error_rotation, quat, 1.0)
             if np.linalg.norm(error_position) < 2e-4 and np.linalg.norm(error_rotation) < 2e-3:
                 break
-            mujoco.mj_comPos(self.model, self.data)
-            mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self._site)
-            jacobian = np.vstack([self._jacp[:, dofs], weight * self._jacr[:, dofs]])
+            jacobian = self._site_jacobian()
+            jacobian[3:] *= weight
             error = np.concatenate([error_position, weight * error_rotation])
             gram = jacobian @ jacobian.T + self.damping**2 * np.eye(6)
             step = jacobian.T @ np.linalg.solve(gram, error)

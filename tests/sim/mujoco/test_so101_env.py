@@ -7,10 +7,12 @@ from sim.core import OBS_STATE, TASK, InitStateSplit, image_key
 from sim.emulators.feetech import KP_PER_P, KV_PER_D
 from sim.gym import SingleEnv
 from sim.mujoco.so101.env import (
-    ACTION_DIM,
+    MAX_TRANSLATION,
     SERVO_KP,
     SERVO_KV,
     STATE_DIM,
+    ActionMode,
+    EndEffectorControl,
     So101BatchedEnv,
     joint_ranges,
     joints_to_normalized,
@@ -42,7 +44,7 @@ def test_observations_follow_lerobot_keys_and_spaces(env):
     assert obs[TASK] == tuple(SO101_TASKS[task].spec.instruction for task in TASKS)
     assert env.observation_space.contains(obs)
     np.testing.assert_array_equal(info["success"], False)
-    assert env.action_space.shape == (2, ACTION_DIM)
+    assert env.action_space.shape == (2, 6)
 
 
 def test_state_is_the_normalized_joint_positions_of_the_initial_state(env):
@@ -102,12 +104,57 @@ def test_inverse_kinematics_reaches_a_downward_pose():
     np.testing.assert_allclose(kinematics.tcp(joints), goal, atol=1e-3)
 
 
+def test_ee_actions_and_joint_targets_invert_each_other():
+    control = EndEffectorControl()
+    rng = np.random.default_rng(0)
+    present = np.stack([initial_state("push", "eval", i).arm_qpos for i in range(4)])
+    low, high = joint_ranges().T
+    targets = np.clip(present + rng.uniform(-0.05, 0.05, present.shape), low, high)
+    actions = control.actions(targets, present)
+    assert actions.shape == (4, 7) and np.abs(actions).max() < 1.0  # nothing clipped
+    # Five joints: a target's twist determines it; the damping shortens the weakest direction by ~2%.
+    np.testing.assert_allclose(control.joint_targets(actions, present), targets, atol=2e-3)
+
+
+def test_an_ee_action_moves_the_tcp_along_the_commanded_direction():
+    env = So101BatchedEnv(num_envs=1, cameras=(), action_mode="ee", autoreset_mode="Disabled")
+    try:
+        assert env.action_space.shape == (1, 7)
+        env.reset(options={"split": "eval", "init_state_ids": [0]})
+        kinematics = So101Kinematics()
+        start = kinematics.tcp(env.readings().arm_qpos[0])
+        hold = np.array([[0, 0, 0, 0, 0, 0, 1]], np.float32)  # no motion, gripper open
+        # There and back along each axis (down first: the ready pose's wrist is near its upper limit).
+        for direction in np.eye(3)[[0, 0, 1, 1, 2, 2]] * [[1], [-1], [1], [-1], [-1], [1]]:
+            before = kinematics.tcp(env.readings().arm_qpos[0])
+            for _ in range(8):
+                env.step(hold + np.concatenate([0.2 * direction, np.zeros(4)]).astype(np.float32))
+            for _ in range(10):  # let the servos catch up
+                env.step(hold)
+            moved = kinematics.tcp(env.readings().arm_qpos[0]) - before
+            commanded = 8 * 0.2 * MAX_TRANSLATION  # 8 cm
+            # With the orientation held, five joints cannot always translate exactly: the weighted least
+            # squares trades a little translation against rotation (0.95-1.14 of it here).
+            assert 0.85 * commanded < moved @ direction < 1.2 * commanded, moved
+            assert np.linalg.norm(moved - (moved @ direction) * direction) < 0.1 * commanded, moved
+        assert np.linalg.norm(kinematics.tcp(env.readings().arm_qpos[0]) - start) < 0.02
+    finally:
+        env.close()
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("action_mode", list(ActionMode))
 @pytest.mark.parametrize("task", TASKS)
-def test_scripted_expert_solves_at_least_90_percent_of_eval_states(task):
+def test_scripted_expert_solves_most_eval_states(task, action_mode):
+    """At least 90% with joint targets; 80% through the ``ee`` controller, whose joint targets differ by
+    0.001-0.004 rad from the expert's plan (damping), which the chaotic pushing contact can turn into a
+    different outcome (84-91% on 32 train states; collection keeps successful episodes only)."""
+    threshold = 0.9 if action_mode == "joint" else 0.8
     spec = SO101_TASKS[task].spec
     n = 16
-    env = So101BatchedEnv(num_envs=n, tasks=[task], cameras=(), autoreset_mode="Disabled")
+    env = So101BatchedEnv(
+        num_envs=n, tasks=[task], cameras=(), autoreset_mode="Disabled", action_mode=action_mode
+    )
     try:
         env.reset(options={"split": "eval", "init_state_ids": np.arange(n)})
         solved = np.zeros(n, bool)
@@ -117,7 +164,7 @@ def test_scripted_expert_solves_at_least_90_percent_of_eval_states(task):
             if (terminated | truncated).all():
                 break
         assert (terminated | truncated).all()
-        assert solved.mean() >= 0.9, f"{task}: expert solved {solved.mean():.0%}"
+        assert solved.mean() >= threshold, f"{task} ({action_mode}): expert solved {solved.mean():.0%}"
     finally:
         env.close()
 
@@ -135,6 +182,8 @@ def test_inputs_are_validated(env):
         So101BatchedEnv(num_envs=1, tasks=["fly"])
     with pytest.raises(ValueError, match="front, wrist"):
         So101BatchedEnv(num_envs=1, cameras=("top",))
+    with pytest.raises(ValueError, match="action_mode must be one of"):
+        So101BatchedEnv(num_envs=1, action_mode="torque")
     with pytest.raises(ValueError, match="out of range"):
         env.reset(options={"split": "eval", "init_state_ids": [50, 0]})
     with pytest.raises(ValueError, match="NaN"):

@@ -111,6 +111,36 @@ def test_a_short_hil_run_end_to_end(tmp_path):
     assert np.abs(actions).max() <= 1.0 + 1e-6  # the sent actions, normalized as the policy's
 
 
+@pytest.mark.slow
+def test_an_ee_policy_runs_through_hil_and_records_ee_actions(tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    policy = save_tiny_policy(tmp_path / "policy", action_dim=7)
+    config = compose_config(
+        "hil",
+        HilRunConfig,
+        f"policy.path={policy}",
+        "robot.action_mode=ee",
+        "episodes=1",
+        "control.fps=10",
+        "control.episode_time_s=1.0",
+        "control.image_size=32",
+        "robot.reply_timeout_ms=250",
+        "faults.link_cut_s=null",
+        "faults.camera_dropout_s=null",
+        f"run_dir={tmp_path / 'run'}",
+    )
+    report = run_hil(config)
+    assert 0.0 <= report["success_rate"]["hil"] <= 1.0 and 0.0 <= report["success_rate"]["sim"] <= 1.0
+    dataset = LeRobotDataset("vla_rl/so101_hil", root=tmp_path / "run" / "dataset")
+    assert dataset.num_episodes == 1
+    names = ["ee.x", "ee.y", "ee.z", "ee.rx", "ee.ry", "ee.rz", "gripper"]
+    assert dataset.meta.features["action"]["names"] == names
+    actions = np.stack([dataset[i]["action"].numpy() for i in range(dataset.num_frames)])
+    assert actions.shape == (dataset.num_frames, 7) and np.abs(actions).max() <= 1.0 + 1e-6
+    assert np.abs(actions[:, :6]).max() > 0  # the arm was commanded to move
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [

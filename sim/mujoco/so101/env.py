@@ -13,9 +13,9 @@ Two action modes (``action_mode``), each dimension in [-1, 1]:
   met in the least-squares sense), and the gripper's normalized position target ``[6]`` as in
   ``joint``. The real arm uses the same mapping on the last command it sent.
 
-The servos are the MuJoCo
-position actuators with the gains LeRobot configures on the STS3215 (P 16, D 32), as the servo-bus
-emulator (`sim.emulators.feetech`) sets them; control runs at 20 Hz (25 physics steps of 2 ms).
+The servos are the MuJoCo position actuators with the gains LeRobot configures on the STS3215 (P 16,
+D 32), as the servo-bus emulator (`sim.emulators.feetech`) sets them; control runs at 20 Hz (25 physics
+steps of 2 ms).
 
 Observation: ``observation.state`` float32 ``[N, 6]``, the joint positions normalized as the action
 (what LeRobot reads from the servos); ``observation.images.front`` / ``observation.images.wrist`` uint8

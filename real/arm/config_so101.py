@@ -16,7 +16,7 @@ class So101Config:
         id: calibration id: LeRobot reads ``<calibration_dir>/<id>.json``.
         calibration_dir: where the calibration lives; null means LeRobot's default folder.
         action_mode: what the policy's action means: ``joint`` (6-D absolute joint targets) or ``ee``
-            (7-D TCP twist from the present pose + gripper target); the policy's training env's mode.
+            (7-D TCP twist from the last command + gripper target); the mode the policy was trained in.
         cameras: camera name -> source (device index, video file or stream URL); names must be the
             policy's cameras.
         reply_timeout_ms: how long the bus driver waits for a servo's status packet (LeRobot: 50 ms).

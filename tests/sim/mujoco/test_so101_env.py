@@ -107,13 +107,13 @@ def test_inverse_kinematics_reaches_a_downward_pose():
 def test_ee_actions_and_joint_targets_invert_each_other():
     control = EndEffectorControl()
     rng = np.random.default_rng(0)
-    present = np.stack([initial_state("push", "eval", i).arm_qpos for i in range(4)])
+    last = np.stack([initial_state("push", "eval", i).arm_qpos for i in range(4)])
     low, high = joint_ranges().T
-    targets = np.clip(present + rng.uniform(-0.05, 0.05, present.shape), low, high)
-    actions = control.actions(targets, present)
+    targets = np.clip(last + rng.uniform(-0.05, 0.05, last.shape), low, high)
+    actions = control.actions(targets, last)
     assert actions.shape == (4, 7) and np.abs(actions).max() < 1.0  # nothing clipped
     # Five joints: a target's twist determines it; the damping shortens the weakest direction by ~2%.
-    np.testing.assert_allclose(control.joint_targets(actions, present), targets, atol=2e-3)
+    np.testing.assert_allclose(control.joint_targets(actions, last), targets, atol=2e-3)
 
 
 def test_an_ee_action_moves_the_tcp_along_the_commanded_direction():

@@ -101,14 +101,13 @@ class TinyEncoder(nn.Module):
         self.register_buffer(
             "word_position", sinusoidal_positions(config.max_text_tokens, hidden), persistent=False
         )
-        self.state_projection = nn.Sequential(
-            nn.Linear(config.state_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden)
-        )
+        state_input, state_output = nn.Linear(config.state_dim, hidden), nn.Linear(hidden, hidden)
         # The state token starts small too (norm ~1 instead of ~2.4 with the default init): with the
         # default, SFT on close_drawer succeeded 66% or 90% depending only on this MLP's random draw,
         # same data and schedule (README, "SFT baselines per task"); now 80-94% over five seeds.
-        nn.init.normal_(self.state_projection[2].weight, std=0.02)
-        nn.init.zeros_(self.state_projection[2].bias)
+        nn.init.normal_(state_output.weight, std=0.02)
+        nn.init.zeros_(state_output.bias)
+        self.state_projection = nn.Sequential(state_input, nn.GELU(), state_output)
         self.type_embedding = nn.Parameter(torch.randn(3, hidden) * 0.02)  # image, text, state
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

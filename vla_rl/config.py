@@ -110,8 +110,10 @@ class So101EnvConfig(MujocoEnvConfig):
     action_mode: str = "joint"
 
     def __post_init__(self) -> None:
+        from sim.mujoco.so101.env import ActionMode
+
         super().__post_init__()
-        _check_choice("env.action_mode", self.action_mode, ["joint", "ee"])
+        _check_choice("env.action_mode", self.action_mode, list(ActionMode))
 
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the env class's constructor (besides ``autoreset_mode``)."""

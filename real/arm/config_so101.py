@@ -1,9 +1,11 @@
-"""Configuration of the SO-101 arm: its bus, calibration, cameras and safety limits (plain values only)."""
+"""Configuration of the SO-101 arm: its bus, calibration, cameras and safety limits (plain values)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+from sim.mujoco.so101.env import ActionMode
 
 
 @dataclass
@@ -45,8 +47,9 @@ class So101Config:
     workspace_high: list[float] = field(default_factory=lambda: [0.5, 0.4, 0.5])
 
     def __post_init__(self) -> None:
-        if self.action_mode not in ("joint", "ee"):
-            raise ValueError(f"robot.action_mode must be joint or ee, got {self.action_mode!r}")
+        if self.action_mode not in tuple(ActionMode):
+            choices = ", ".join(ActionMode)
+            raise ValueError(f"robot.action_mode must be one of {choices}, got {self.action_mode!r}")
         if not self.id.strip():
             raise ValueError("robot.id must name the calibration (e.g. my_so101)")
         for key, value in (

@@ -171,7 +171,7 @@ def test_an_uncalibrated_arm_is_an_error_not_a_prompt(tmp_path):
     ("overrides", "match"),
     [
         ({"id": " "}, "robot.id"),
-        ({"action_mode": "cartesian"}, "robot.action_mode must be joint or ee"),
+        ({"action_mode": "cartesian"}, "robot.action_mode must be one of joint, ee"),
         ({"reply_timeout_ms": 0.0}, "reply_timeout_ms"),
         ({"max_joint_speed_deg_s": -1.0}, "max_joint_speed_deg_s"),
         ({"num_read_retries": -1}, "num_read_retries"),

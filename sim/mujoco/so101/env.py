@@ -68,9 +68,9 @@ def joints_to_normalized(joints: np.ndarray) -> np.ndarray:
     return 2.0 * (np.asarray(joints) - low) / (high - low) - 1.0
 
 
-def normalized_to_joints(values: np.ndarray) -> np.ndarray:
-    """[-1, 1] values ``[..., 6]`` -> joint angles (radians)."""
-    low, high = joint_ranges().T
+def normalized_to_joints(values: np.ndarray, joints: int | slice = slice(None)) -> np.ndarray:
+    """[-1, 1] values ``[..., 6]`` (or ``[...]`` of the one joint index ``joints``) -> radians."""
+    low, high = joint_ranges()[joints].T
     return low + (np.asarray(values) + 1.0) * (high - low) / 2.0
 
 
@@ -124,8 +124,7 @@ class EndEffectorControl:
             gram = jacobian @ jacobian.T + EE_DAMPING**2 * np.eye(6)
             step = jacobian.T @ np.linalg.solve(gram, action[:6] * self._scale * self._row_weight)
             targets[index, :ARM_JOINTS] = np.clip(reference[:ARM_JOINTS] + step, self._low, self._high)
-        low, high = joint_ranges()[ARM_JOINTS]
-        targets[:, ARM_JOINTS] = low + (actions[:, 6] + 1.0) * (high - low) / 2.0
+        targets[:, ARM_JOINTS] = normalized_to_joints(actions[:, 6], joints=ARM_JOINTS)
         return targets
 
     def actions(self, targets: np.ndarray, last: np.ndarray) -> np.ndarray:

@@ -74,7 +74,7 @@ def main() -> None:
             policy_config = PolicyConfig(execute_steps=EXECUTE_STEPS, image_size=args.image_size)
             frames = frames_from_episodes(chosen, CAMERAS, args.image_size, policy_config.chunk_size)
             torch.manual_seed(0)
-            policy = build_policy(policy_config, frames, CAMERAS)
+            policy = build_policy(policy_config, frames, CAMERAS, env.single_action_space)
             config = SFTConfig(steps=steps, batch_size=batch, learning_rate=1e-3, device=args.device)
             run_dir = args.work_dir / label
             train_started = time.perf_counter()

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace, env: ArmBatchedEnv) -> dict[str, Any]:
     first = [episode for task in args.tasks for episode in by_task[task][: args.sft_demos]]
     frames = frames_from_episodes(first, CAMERAS, args.image_size, policy_config.chunk_size)
     torch.manual_seed(0)
-    policy = build_policy(policy_config, frames, CAMERAS)
+    policy = build_policy(policy_config, frames, CAMERAS, env.single_action_space)
     sft_config = SFTConfig(
         steps=args.sft_steps, batch_size=16, learning_rate=1e-3, episodes_per_task=1, device=args.device
     )

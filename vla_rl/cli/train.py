@@ -137,7 +137,7 @@ class Pipeline:
             config.sft.episodes_per_task,
         )
         torch.manual_seed(config.seed)  # the initial weights: a rerun of the stage starts from the same ones
-        policy = build_policy(config.policy, frames, list(config.env.cameras))
+        policy = build_policy(config.policy, frames, list(config.env.cameras), self.env.single_action_space)
         log.info(
             "stage 2/5: SFT of a %.1fM-parameter policy on %d frames",
             policy.num_parameters() / 1e6,

@@ -193,7 +193,7 @@ def test_sft_reaches_80_percent_on_the_easiest_arm_task_within_a_few_cpu_minutes
             expert_episodes(env, "close_drawer", 20), cameras, image_size, policy_config.chunk_size
         )
         torch.manual_seed(0)
-        policy = build_policy(policy_config, frames, cameras)
+        policy = build_policy(policy_config, frames, cameras, env.single_action_space)
         metrics = MetricsLogger(tmp_path)
         config = SFTConfig(steps=600, batch_size=32, learning_rate=3e-3, log_every=50, seed=0)
         policy = train_sft(policy, frames, config, tmp_path, metrics).eval()

@@ -11,6 +11,9 @@ Observations are dicts with LeRobot's keys (the same keys flow into datasets and
 - ``observation.state``: float32 ``[N, S]`` proprioception (end-effector pose, gripper).
 - ``observation.images.<camera>``: uint8 ``[N, H, W, 3]``, only for the cameras asked for.
 - ``task``: a tuple of N language instructions (one per environment).
+- ``observation.environment_state`` (optional, simulators only): float32 ``[N, E]`` privileged object
+  state (e.g. a block's pose). A training target for auxiliary losses, never a policy input: a real
+  robot has no such sensor.
 
 ``info["success"]`` is a bool ``[N]`` array: whether each environment's task is solved at this step.
 ``info["task_id"]`` and ``info["init_state_id"]`` (int ``[N]``) say which task and initial state
@@ -49,6 +52,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 __all__ = [
     "ACTION",
+    "OBS_ENV_STATE",
     "OBS_IMAGE_PREFIX",
     "OBS_STATE",
     "TASK",
@@ -63,6 +67,7 @@ __all__ = [
 ]
 
 OBS_STATE = "observation.state"
+OBS_ENV_STATE = "observation.environment_state"
 OBS_IMAGE_PREFIX = "observation.images."
 TASK = "task"
 ACTION = "action"

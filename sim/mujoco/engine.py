@@ -33,6 +33,7 @@ import numpy as np
 from gymnasium.vector.utils import batch_space
 
 from sim.core import (
+    OBS_ENV_STATE,
     OBS_STATE,
     TASK,
     AutoresetMode,
@@ -421,10 +422,13 @@ class MujocoBatchedEnv(BatchedEnv):
     - `_controls`: actions ``[N, A]`` in [-1, 1] -> actuator controls ``[N, nu]``;
     - `_task_success`: the success check of one task over all N envs;
     - `_state`: ``observation.state`` ``[N, S]``;
-    - `expert_action`.
+    - `expert_action`;
+    - optionally `_environment_state` (``observation.environment_state`` ``[N, E]``), with
+      ``ENVIRONMENT_STATE_DIM`` = E (0: the observations have no such key).
     """
 
     SUITE: ClassVar[str]
+    ENVIRONMENT_STATE_DIM: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -496,6 +500,10 @@ class MujocoBatchedEnv(BatchedEnv):
             OBS_STATE: state_space,
             TASK: gym.spaces.Text(max_length=200, charset=INSTRUCTION_CHARSET),
         }
+        if self.ENVIRONMENT_STATE_DIM:
+            observation_spaces[OBS_ENV_STATE] = gym.spaces.Box(
+                -np.inf, np.inf, (self.ENVIRONMENT_STATE_DIM,), np.float32
+            )
         for camera in self.cameras:
             observation_spaces[image_key(camera)] = gym.spaces.Box(
                 0, 255, (image_size, image_size, 3), np.uint8
@@ -542,6 +550,10 @@ class MujocoBatchedEnv(BatchedEnv):
     @abc.abstractmethod
     def _state(self) -> np.ndarray:
         """``observation.state`` of the N envs, float32 ``[N, S]``."""
+
+    def _environment_state(self) -> np.ndarray:
+        """``observation.environment_state`` of the N envs, float32 ``[N, E]`` (suites that declare E)."""
+        raise NotImplementedError(f"the {self.SUITE} suite has no environment state")
 
     # ------------------------------------------------------------------------------------------------
     # Contract
@@ -656,6 +668,8 @@ class MujocoBatchedEnv(BatchedEnv):
     ) -> dict[str, Any]:
         """The batched observation; with ``reuse``, only the ``changed`` envs are rendered again."""
         obs: dict[str, Any] = {OBS_STATE: self._state()}
+        if self.ENVIRONMENT_STATE_DIM:
+            obs[OBS_ENV_STATE] = self._environment_state()
         if self.renderer is not None:
             for camera, frames in self.renderer.render(changed).items():
                 key = image_key(camera)

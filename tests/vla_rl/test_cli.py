@@ -130,6 +130,7 @@ def test_smoke_pipeline_runs_end_to_end_and_resumes_after_a_kill(tmp_path):
         ("world_model.camera=wrist env.cameras=[agentview]", "world_model.camera='wrist' is not rendered"),
         ("demos.split=test", "demos.split='test' is not valid; choose one of: train, eval"),
         ("eval.episodes_per_task=0", "eval.episodes_per_task must be within [1, 50]"),
+        ("sft.environment_state_weight=-1", "sft.environment_state_weight must be >= 0, got -1"),
     ],
 )
 def test_bad_configs_fail_with_a_message_naming_the_key(tmp_path, override, message):

@@ -52,6 +52,9 @@ class SFTConfig:
         ema_decay: keep an exponential moving average of the weights with this decay per step and
             return (and evaluate) it instead of the last iterate (0: off). Averaging the last ~1 / (1 -
             decay) steps smooths out the step-to-step swings of a short run's success rate.
+        environment_state_weight: weight of the auxiliary loss (mean squared error on standardized
+            targets) of the policy's environment-state head, when the demonstrations recorded the
+            simulator's environment state (0: off).
 
     """
 
@@ -72,8 +75,13 @@ class SFTConfig:
     device: str = "auto"
     seed: int = 0
     ema_decay: float = 0.0
+    environment_state_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.environment_state_weight < 0:
+            raise ValueError(
+                f"sft.environment_state_weight must be >= 0, got {self.environment_state_weight}"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"sft.ema_decay must be within [0, 1), got {self.ema_decay}")
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_episodes_per_task"):
@@ -146,6 +154,23 @@ def token_loss(
     return loss, accuracy
 
 
+def environment_targets(policy: VLAPolicy, frames: FrameDataset, weight: float) -> torch.Tensor | None:
+    """Standardized environment-state targets ``[F, E]`` of the auxiliary loss; None when it is off.
+
+    It is on when ``weight > 0``, the demonstrations recorded the environment state and the policy has
+    the head for it.
+    """
+    if weight == 0 or frames.environment_state is None or policy.environment_head is None:
+        return None
+    state = frames.environment_state
+    if state.shape[1] != policy.config.environment_state_dim:
+        raise ValueError(
+            f"the demonstrations' environment state has {state.shape[1]} values but the policy's head "
+            f"predicts {policy.config.environment_state_dim}: train a new policy on these demonstrations"
+        )
+    return (state - state.mean(0)) / state.std(0).clamp(min=1e-3)
+
+
 def cosine_schedule(step: int, warmup: int, total: int) -> float:
     """LR multiplier: linear warm-up, then cosine decay from 1 to 0.1."""
     if step < warmup:
@@ -198,6 +223,7 @@ def train_sft(
     targets = policy.tokenizer.encode(normalized_chunks).flatten(1)  # [F, K*D]
     token_mask = frames.chunk_mask.repeat_interleave(policy.config.action_dim, dim=1)
     state = (frames.state - policy.processor.state_mean) / policy.processor.state_std
+    environment = environment_targets(policy, frames, config.environment_state_weight)
     autocast = device.type == "cuda" and config.mixed_precision and torch.cuda.is_bf16_supported()
 
     policy.train()
@@ -216,8 +242,16 @@ def train_sft(
         }
         tokens = targets[index].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = policy.logits(inputs, tokens)
-        loss, accuracy = token_loss(logits, tokens, token_mask[index].to(device), config.bin_sigma)
+            if environment is None:
+                logits = policy.logits(inputs, tokens)
+            else:
+                logits, predicted = policy.logits_and_environment_state(inputs, tokens)
+        action_loss, accuracy = token_loss(logits, tokens, token_mask[index].to(device), config.bin_sigma)
+        loss, losses = action_loss, {"loss/policy": action_loss}
+        if environment is not None:
+            environment_loss = F.mse_loss(predicted.float(), environment[index].to(device))
+            loss = loss + config.environment_state_weight * environment_loss
+            losses["loss/environment_state"] = environment_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
@@ -232,14 +266,14 @@ def train_sft(
             metrics.log(
                 done,
                 {
-                    "loss/policy": loss.item(),
+                    **{name: value.item() for name, value in losses.items()},
                     "train/token_accuracy": accuracy.item(),
                     "train/grad_norm": float(grad_norm),
                     "train/learning_rate": float(scheduler.get_last_lr()[0]),
                     "perf/samples_per_s": window_samples / elapsed,
                 },
             )
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.2f}")
+            bar.set_postfix(loss=f"{action_loss.item():.3f}", acc=f"{accuracy.item():.2f}")
             window_start, window_samples = time.perf_counter(), 0
         bookkeeping.after_step(done)
     bar.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.core import ACTION, OBS_IMAGE_PREFIX, OBS_STATE, TASK, BatchedEnv, InitStateSplit
+from sim.core import ACTION, OBS_ENV_STATE, OBS_IMAGE_PREFIX, OBS_STATE, TASK, BatchedEnv, InitStateSplit
 from vla_rl.config import DemosConfig
 from vla_rl.data.episodes import Episode, run_episodes
 
@@ -23,7 +23,10 @@ SUCCESS = "success"
 
 
 def dataset_features(env: BatchedEnv, use_videos: bool) -> dict[str, dict[str, Any]]:
-    """LeRobot feature specs for the env's observations, its action, the reward and success flag."""
+    """LeRobot feature specs for the env's observations, its action, the reward and success flag.
+
+    The observations: cameras, state and, from simulators that have it, the environment state.
+    """
     space = env.single_observation_space
     features: dict[str, dict[str, Any]] = {}
     for key, sub_space in space.spaces.items():  # type: ignore[attr-defined]
@@ -33,7 +36,7 @@ def dataset_features(env: BatchedEnv, use_videos: bool) -> dict[str, dict[str, A
                 "shape": sub_space.shape,
                 "names": ["height", "width", "channels"],
             }
-        elif key == OBS_STATE:
+        elif key in (OBS_STATE, OBS_ENV_STATE):
             features[key] = {"dtype": "float32", "shape": sub_space.shape, "names": None}
     features[ACTION] = {"dtype": "float32", "shape": env.single_action_space.shape, "names": None}
     features[REWARD] = {"dtype": "float32", "shape": (1,), "names": None}

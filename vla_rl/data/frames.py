@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from sim.core import ACTION, OBS_STATE, TASK, image_key
+from sim.core import ACTION, OBS_ENV_STATE, OBS_STATE, TASK, image_key
 from vla_rl.data.episodes import Episode
 
 
@@ -32,6 +32,8 @@ class FrameDataset:
         episode: int64 ``[F]``, the dataset episode index of each frame.
         state_mean / state_std: ``[S]`` statistics over the loaded frames.
         action_low / action_high: ``[D]`` per-dimension min and max of the loaded actions.
+        environment_state: float32 ``[F, E]`` privileged simulator state (`sim.core`), when the
+            demonstrations recorded it: a target for SFT's auxiliary loss, never a policy input.
 
     """
 
@@ -45,6 +47,7 @@ class FrameDataset:
     state_std: torch.Tensor
     action_low: torch.Tensor
     action_high: torch.Tensor
+    environment_state: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.state)
@@ -71,9 +74,10 @@ def load_frames(
     for key in (*map(image_key, cameras), OBS_STATE, ACTION):
         if key not in features:
             raise ValueError(f"dataset {root} has no feature {key!r}; it has {sorted(features)}")
+    with_environment = OBS_ENV_STATE in features
     selected = _select_episodes(dataset, episodes_per_task)
     dataset = LeRobotDataset(repo_id, root=root, episodes=selected)
-    images, states, actions, tasks, episodes = [], [], [], [], []
+    images, states, actions, tasks, episodes, environment = [], [], [], [], [], []
     for index in tqdm(range(len(dataset)), desc="loading demonstrations", unit="frame"):
         frame = dataset[index]
         views = torch.stack([frame[image_key(camera)] for camera in cameras])  # [C, 3, H, W] float in [0, 1]
@@ -84,8 +88,16 @@ def load_frames(
         actions.append(frame[ACTION].float())
         tasks.append(frame[TASK])
         episodes.append(int(frame["episode_index"]))
+        if with_environment:
+            environment.append(frame[OBS_ENV_STATE].float())
     return _assemble(
-        torch.stack(images), torch.stack(states), torch.stack(actions), tasks, episodes, chunk_size
+        torch.stack(images),
+        torch.stack(states),
+        torch.stack(actions),
+        tasks,
+        episodes,
+        chunk_size,
+        torch.stack(environment) if with_environment else None,
     )
 
 
@@ -93,7 +105,7 @@ def frames_from_episodes(
     episodes: Sequence[Episode], cameras: list[str], image_size: int, chunk_size: int
 ) -> FrameDataset:
     """Training frames from episodes recorded in memory (`run_episodes` with ``record``)."""
-    images, states, actions, tasks, indices = [], [], [], [], []
+    images, states, actions, tasks, indices, environment = [], [], [], [], [], []
     for index, episode in enumerate(episodes):
         if episode.actions is None:
             raise ValueError(f"episode {index} was not recorded (run_episodes(..., record=...))")
@@ -111,10 +123,20 @@ def frames_from_episodes(
             actions.append(torch.as_tensor(episode.actions[step], dtype=torch.float32))
             tasks.append(str(observation[TASK]))
             indices.append(index)
+            if OBS_ENV_STATE in observation:
+                environment.append(torch.as_tensor(observation[OBS_ENV_STATE], dtype=torch.float32))
     if not images:
         raise ValueError("no frames: every episode is empty")
+    if environment and len(environment) != len(images):
+        raise ValueError("only some of the episodes recorded observation.environment_state")
     return _assemble(
-        torch.stack(images), torch.stack(states), torch.stack(actions), tasks, indices, chunk_size
+        torch.stack(images),
+        torch.stack(states),
+        torch.stack(actions),
+        tasks,
+        indices,
+        chunk_size,
+        torch.stack(environment) if environment else None,
     )
 
 
@@ -125,6 +147,7 @@ def _assemble(
     tasks: list[str],
     episodes: list[int],
     chunk_size: int,
+    environment_state: torch.Tensor | None,
 ) -> FrameDataset:
     """A `FrameDataset` (chunks and statistics computed) from stacked per-frame arrays."""
     episode = torch.tensor(episodes)
@@ -140,6 +163,7 @@ def _assemble(
         state_std=state.std(0).clamp(min=1e-3),
         action_low=action.min(0).values,
         action_high=torch.maximum(action.max(0).values, action.min(0).values + 1e-3),
+        environment_state=environment_state,
     )
 
 

@@ -39,6 +39,9 @@ class VLAConfig:
         dropout: dropout in the decoder.
         decoding: ``parallel`` (all K x D tokens in one pass) or ``autoregressive`` (KV cache).
         value_head: add a value head (PPO).
+        environment_state_dim: E of the auxiliary head that predicts the simulator's environment state
+            (`sim.core`, e.g. a block's pose) from the observation tokens, an SFT target that makes the
+            encoder find the objects; 0: no head. Taken from the demonstrations. Never used when acting.
         text_vocab_size: hashed word vocabulary of the tiny text encoder.
         max_text_tokens: instruction tokens kept.
         state_mean: per-dimension mean of the state (normalization), length ``state_dim``.
@@ -65,6 +68,7 @@ class VLAConfig:
     dropout: float = 0.0
     decoding: str = "parallel"
     value_head: bool = False
+    environment_state_dim: int = 0
     text_vocab_size: int = 4096
     max_text_tokens: int = 16
     state_mean: list[float] = field(default_factory=list)
@@ -86,6 +90,8 @@ class VLAConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"policy.{name} must be >= 1, got {getattr(self, name)}")
+        if self.environment_state_dim < 0:
+            raise ValueError(f"policy.environment_state_dim must be >= 0, got {self.environment_state_dim}")
         if self.num_bins < 2:
             raise ValueError(f"policy.num_bins must be >= 2, got {self.num_bins}")
         if self.backbone not in BACKBONES:

@@ -94,6 +94,7 @@ class VLAPolicy(nn.Module):
     - ``log_prob(inputs, tokens, temperature) -> [B, K*D]`` (exact per-token log-probs)
     - ``entropy(inputs, tokens) -> [B, K*D]`` (per-token entropy; teacher-forced when autoregressive)
     - ``value(inputs) -> [B]`` when ``config.value_head``
+    - ``logits_and_environment_state(inputs, tokens)`` when ``config.environment_state_dim`` (SFT)
     - ``save_pretrained(dir)`` / ``from_pretrained(dir)``
     """
 
@@ -114,6 +115,13 @@ class VLAPolicy(nn.Module):
         self.value_head = (
             nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
             if config.value_head
+            else None
+        )
+        self.environment_head = (
+            nn.Sequential(
+                nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, config.environment_state_dim)
+            )
+            if config.environment_state_dim
             else None
         )
 
@@ -155,7 +163,23 @@ class VLAPolicy(nn.Module):
 
     def logits(self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Token logits ``[B, K*D, bins]`` in one pass (teacher-forced on ``tokens`` if autoregressive)."""
+        return self._decode(self.encode(inputs), tokens)
+
+    def logits_and_environment_state(
+        self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`logits` and the environment head's prediction ``[B, E]`` from the mean observation token.
+
+        One encoder pass for both (SFT's auxiliary loss); the prediction is in the units the head was
+        trained on (SFT standardizes the targets).
+        """
+        if self.environment_head is None:
+            raise RuntimeError("this policy has no environment-state head (config.environment_state_dim = 0)")
         observation = self.encode(inputs)
+        return self._decode(observation, tokens), self.environment_head(observation.mean(dim=1))
+
+    def _decode(self, observation: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+        """Token logits ``[B, K*D, bins]`` from observation tokens ``[B, T_obs, H]``."""
         batch, num_obs, _ = observation.shape
         x = torch.cat([observation, self._slot_inputs(batch, tokens)], dim=1)
         mask = self._mask(num_obs, self.config.tokens_per_chunk, x.device)

@@ -36,6 +36,7 @@ import numpy as np
 
 from sim.core import AutoresetMode
 from sim.mujoco.engine import STATE_SPEC, MujocoBatchedEnv
+from sim.mujoco.rotations import yaw_from_quat
 from sim.mujoco.so101.model import CAMERAS, MOTOR_NAMES, So101Indices, load_model
 from sim.mujoco.so101.tasks import (
     ARM_JOINTS,
@@ -163,6 +164,7 @@ class So101BatchedEnv(MujocoBatchedEnv):
     SUITE = "so101"
     TASK_NAMES = tuple(SO101_TASKS)
     CAMERA_NAMES = CAMERAS
+    ENVIRONMENT_STATE_DIM = 5  # the block's position and yaw: `_environment_state`
 
     def __init__(
         self,
@@ -265,3 +267,12 @@ class So101BatchedEnv(MujocoBatchedEnv):
 
     def _state(self) -> np.ndarray:
         return joints_to_normalized(self.readings().arm_qpos).astype(np.float32)
+
+    def _environment_state(self) -> np.ndarray:
+        """The block's centre (metres, base frame), ``cos 4 yaw`` and ``sin 4 yaw``: float32 ``[N, 5]``.
+
+        Four times the yaw, because a cube looks the same every quarter turn.
+        """
+        readings = self.readings()
+        yaw = 4.0 * yaw_from_quat(readings.block_quat)
+        return np.column_stack([readings.block_pos, np.cos(yaw), np.sin(yaw)]).astype(np.float32)

@@ -3,7 +3,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import sim
-from sim.core import OBS_STATE, TASK, InitStateSplit, image_key
+from sim.core import OBS_ENV_STATE, OBS_STATE, TASK, InitStateSplit, image_key
 from sim.emulators.feetech import KP_PER_P, KV_PER_D
 from sim.gym import SingleEnv
 from sim.mujoco.so101.env import (
@@ -52,6 +52,19 @@ def test_state_is_the_normalized_joint_positions_of_the_initial_state(env):
     for index, task in enumerate(TASKS):
         expected = joints_to_normalized(initial_state(task, "eval", 3 + index).arm_qpos)
         np.testing.assert_allclose(obs[OBS_STATE][index], expected, atol=1e-6)
+
+
+def test_environment_state_is_the_block_pose_of_the_initial_state(env):
+    obs, _ = env.reset(options={"split": "eval", "init_state_ids": [3, 4]})
+    assert obs[OBS_ENV_STATE].shape == (2, 5) and obs[OBS_ENV_STATE].dtype == np.float32
+    for index, task in enumerate(TASKS):
+        start = initial_state(task, "eval", 3 + index)
+        x, y, z, cos_4yaw, sin_4yaw = obs[OBS_ENV_STATE][index]
+        np.testing.assert_allclose([x, y, z], [*start.block_xy, 0.0125], atol=1e-4)
+        # A cube looks the same every quarter turn, and so does its encoded yaw.
+        for quarter_turns in range(4):
+            yaw = 4 * (start.block_yaw + quarter_turns * np.pi / 2)
+            np.testing.assert_allclose([cos_4yaw, sin_4yaw], [np.cos(yaw), np.sin(yaw)], atol=1e-4)
 
 
 def test_absolute_joint_targets_are_tracked_by_the_servos(env):

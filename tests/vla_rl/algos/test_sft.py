@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 
 import pytest
 import torch
@@ -205,3 +206,40 @@ def test_sft_reaches_80_percent_on_the_easiest_arm_task_within_a_few_cpu_minutes
     assert result.mean_success >= 0.8, result.as_dict()
     history = losses(tmp_path)  # logged from step 50; the soft bin targets keep it well above 0
     assert history[-1][1] < 0.9 * history[0][1], history
+
+
+def square_frames(frames=32):
+    # A white square at a random place on black: the environment state is where it is (rows, columns).
+    generator = torch.Generator().manual_seed(1)
+    corners = torch.randint(0, 26, (frames, 2), generator=generator)
+    images = torch.zeros(frames, 2, 3, 32, 32, dtype=torch.uint8)
+    for index, (row, column) in enumerate(corners.tolist()):
+        images[index, :, :, row : row + 6, column : column + 6] = 255
+    base = synthetic_frames(frames)
+    return dataclasses.replace(base, images=images, environment_state=corners.float() + 3.0)
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.0])
+def test_the_environment_state_head_learns_where_the_object_is(tmp_path, weight):
+    frames = square_frames()
+    torch.manual_seed(0)
+    policy = VLAPolicy(dataclasses.replace(make_policy().config, environment_state_dim=2))
+    config = SFTConfig(
+        steps=150,
+        batch_size=16,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        log_every=10,
+        augment=False,
+        environment_state_weight=weight,
+    )
+    metrics = MetricsLogger(tmp_path)
+    train_sft(policy, frames, config, tmp_path, metrics)
+    metrics.close()
+    with (tmp_path / "metrics.csv").open() as file:
+        history = [float(r["value"]) for r in csv.DictReader(file) if r["name"] == "loss/environment_state"]
+    if weight == 0:
+        assert history == []
+        return
+    # Standardized targets: predicting their mean scores 1.
+    assert history[0] > 0.5 and history[-1] < 0.2, history

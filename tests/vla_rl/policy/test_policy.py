@@ -92,6 +92,25 @@ def test_entropy_matches_its_definition_and_value_head_shape():
         small_policy().value(inputs)
 
 
+def test_the_environment_state_head_rides_along_without_changing_the_actions(tmp_path):
+    policy = small_policy(environment_state_dim=5)
+    inputs = policy.processor(observation())
+    with torch.no_grad():
+        logits, predicted = policy.logits_and_environment_state(inputs)
+        torch.testing.assert_close(logits, policy.logits(inputs))
+    assert predicted.shape == (3, 5)
+    # The head is built after every other layer: the rest starts exactly as a policy without it.
+    plain = small_policy()
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, policy.state_dict()[name]), name
+    policy.save_pretrained(tmp_path / "policy")
+    loaded = VLAPolicy.from_pretrained(tmp_path / "policy")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.logits_and_environment_state(inputs)[1], predicted)
+    with pytest.raises(RuntimeError, match="no environment-state head"):
+        plain.logits_and_environment_state(inputs)
+
+
 def test_save_and_load_is_bit_exact(tmp_path):
     policy = small_policy("autoregressive")
     policy.save_pretrained(tmp_path / "policy")

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from sim.core import OBS_ENV_STATE
+from sim.mujoco.arm.env import ArmBatchedEnv
+from sim.mujoco.so101.env import So101BatchedEnv
+from vla_rl.config import DemosConfig
+from vla_rl.data.demos import collect_demonstrations, dataset_features, expert_episodes
+from vla_rl.data.frames import frames_from_episodes, load_frames
+
+
+@pytest.fixture(scope="module")
+def so101():
+    env = So101BatchedEnv(
+        num_envs=2,
+        tasks=["pick_place"],
+        cameras=["front"],
+        image_size=32,
+        render_workers=0,
+        autoreset_mode="Disabled",
+    )
+    env.reset(seed=0)
+    yield env
+    env.close()
+
+
+def test_the_environment_state_goes_from_the_simulator_through_the_dataset_to_the_frames(tmp_path, so101):
+    config = DemosConfig(root=str(tmp_path / "demos"), repo_id="test/so101", episodes_per_task=1)
+    root = collect_demonstrations(so101, config, ["pick_place"], fps=20)
+    frames = load_frames(root, config.repo_id, ["front"], 32, 8)
+    # What the simulator said, frame by frame: the expert's episode from the same first train state.
+    recorded = frames_from_episodes(expert_episodes(so101, "pick_place", 1), ["front"], 32, 8)
+    assert frames.environment_state is not None and recorded.environment_state is not None
+    assert frames.environment_state.shape == (len(frames), 5)
+    np.testing.assert_allclose(
+        frames.environment_state.numpy(), recorded.environment_state.numpy(), atol=1e-6
+    )
+    # The block is carried to the zone: its recorded position moves by centimetres.
+    travel = np.linalg.norm(frames.environment_state[-1, :2] - frames.environment_state[0, :2])
+    assert travel > 0.05
+
+
+def test_envs_without_an_environment_state_record_none():
+    env = ArmBatchedEnv(
+        num_envs=1,
+        tasks=["close_drawer"],
+        cameras=["agentview"],
+        image_size=32,
+        render_workers=0,
+        autoreset_mode="Disabled",
+    )
+    try:
+        assert OBS_ENV_STATE not in dataset_features(env, use_videos=False)
+        env.reset(seed=0)
+        frames = frames_from_episodes(expert_episodes(env, "close_drawer", 1), ["agentview"], 32, 8)
+    finally:
+        env.close()
+    assert frames.environment_state is None

@@ -221,11 +221,10 @@ def square_frames(frames=32):
 
 @pytest.mark.parametrize("weight", [1.0, 0.0])
 def test_the_environment_state_head_learns_where_the_object_is(tmp_path, weight):
-    frames = square_frames()
     torch.manual_seed(0)
     policy = VLAPolicy(dataclasses.replace(make_policy().config, environment_state_dim=2))
     config = SFTConfig(
-        steps=150,
+        steps=80 if weight else 10,
         batch_size=16,
         learning_rate=3e-3,
         warmup_steps=5,
@@ -234,12 +233,12 @@ def test_the_environment_state_head_learns_where_the_object_is(tmp_path, weight)
         environment_state_weight=weight,
     )
     metrics = MetricsLogger(tmp_path)
-    train_sft(policy, frames, config, tmp_path, metrics)
+    train_sft(policy, square_frames(), config, tmp_path, metrics)
     metrics.close()
     with (tmp_path / "metrics.csv").open() as file:
         history = [float(r["value"]) for r in csv.DictReader(file) if r["name"] == "loss/environment_state"]
     if weight == 0:
         assert history == []
         return
-    # Standardized targets: predicting their mean scores 1.
+    # Standardized targets: predicting their mean scores 1 (measured: 0.69 at step 10, 0.04 at step 80).
     assert history[0] > 0.5 and history[-1] < 0.2, history

@@ -35,9 +35,8 @@ def test_the_policy_can_output_every_action_of_the_env_not_only_those_demonstrat
 
 def test_unbounded_env_dimensions_keep_the_demonstrated_range():
     frames = one_sided_frames()
-    space = gym.spaces.Box(
-        np.array([-1.0, -np.inf, -2.0] + [-1.0] * 4), np.array([1.0, np.inf, 2.0] + [1.0] * 4)
-    )
+    low = np.array([-1.0, -np.inf, -2.0] + [-1.0] * 4, np.float32)
+    space = gym.spaces.Box(low, -low, dtype=np.float32)
     low, high = action_range(frames, space)
     assert low[:3].tolist() == [-1.0, pytest.approx(0.2), -2.0]
     assert high[:3].tolist() == [1.0, pytest.approx(0.9), 2.0]

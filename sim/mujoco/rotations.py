@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -70,3 +72,13 @@ def rot_z(yaw: float) -> np.ndarray:
     """Rotation matrix ``[3, 3]`` about z."""
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def axis_angle_to_mat(vector: np.ndarray) -> np.ndarray:
+    """Axis-angle vector ``[3]`` (angle = its norm) -> rotation matrix ``[3, 3]`` (Rodrigues' formula)."""
+    angle = float(np.linalg.norm(vector))
+    if angle < 1e-12:
+        return np.eye(3)
+    x, y, z = vector / angle
+    cross = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return np.eye(3) + math.sin(angle) * cross + (1 - math.cos(angle)) * cross @ cross

@@ -18,7 +18,7 @@ from sim.mujoco.so101.env import (
     joints_to_normalized,
     normalized_to_joints,
 )
-from sim.mujoco.so101.tasks import SO101_TASKS, So101Kinematics, initial_state, ready_pose
+from sim.mujoco.so101.tasks import SO101_TASKS, So101Kinematics, down_rotation, initial_state, ready_pose
 
 TASKS = list(SO101_TASKS)
 
@@ -113,7 +113,7 @@ def test_servo_gains_are_the_emulators_at_lerobots_coefficients():
 def test_inverse_kinematics_reaches_a_downward_pose():
     kinematics = So101Kinematics()
     goal = np.array([0.2, 0.05, 0.03])
-    joints = kinematics.solve(goal, 0.3, ready_pose(), iterations=100)
+    joints = kinematics.solve(goal, down_rotation(0.3), ready_pose(), iterations=100)
     np.testing.assert_allclose(kinematics.tcp(joints), goal, atol=1e-3)
 
 

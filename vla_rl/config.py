@@ -178,6 +178,9 @@ class DemosConfig:
         use_videos: store cameras as AV1 videos (true) or PNG images (false: ~1.7x faster to load
             for training on a CPU).
         max_attempts_factor: give up on a task after this many attempts per wanted episode.
+        action_noise: standard deviation of Gaussian noise added to the expert's actions as executed
+            (action units); the recorded actions stay the expert's own (DART: the demonstrations show
+            how the expert recovers from small errors). 0 records the expert's own path.
 
     """
 
@@ -187,9 +190,14 @@ class DemosConfig:
     split: str = "train"
     use_videos: bool = False
     max_attempts_factor: int = 2
+    action_noise: float = 0.0
 
     def __post_init__(self) -> None:
         _check_positive("demos.episodes_per_task", self.episodes_per_task)
+        if not 0.0 <= self.action_noise <= 1.0:
+            raise ValueError(
+                f"demos.action_noise must be within [0, 1] (action units), got {self.action_noise}"
+            )
         _check_positive("demos.max_attempts_factor", self.max_attempts_factor)
         _check_choice("demos.split", self.split, SPLITS)
 

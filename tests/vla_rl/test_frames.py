@@ -56,3 +56,44 @@ def test_envs_without_an_environment_state_record_none():
     finally:
         env.close()
     assert frames.environment_state is None
+
+
+def _replay(env, episode):
+    """The states ``[T, S]`` that executing an episode's recorded actions from its initial state visits."""
+    obs, _ = env.reset(options={"split": "train", "init_state_ids": [episode.init_state_id]})
+    states = []
+    for action in episode.actions:
+        states.append(obs["observation.state"][0].copy())
+        obs, *_ = env.step(action[None])
+    return np.stack(states)
+
+
+def test_dart_demonstrations_record_the_experts_actions_not_the_noisy_ones_executed():
+    env = So101BatchedEnv(
+        num_envs=1, tasks=["pick_place"], cameras=(), autoreset_mode="Disabled", action_mode="ee"
+    )
+    try:
+        env.reset(seed=0)
+        (clean,) = expert_episodes(env, "pick_place", 1)
+        (noisy,) = expert_episodes(env, "pick_place", 1, action_noise=0.1)
+        recorded = {
+            name: np.stack([obs["observation.state"] for obs in episode.observations])
+            for name, episode in [("clean", clean), ("noisy", noisy)]
+        }
+        # Without noise the recorded actions are what was executed: they replay to the same states.
+        np.testing.assert_allclose(_replay(env, clean), recorded["clean"], atol=1e-5)
+        # With noise the states are off the expert's path, and the labels are not what drove the arm
+        # there: replaying them takes it elsewhere (the expert's corrections without the noise).
+        assert noisy.success and noisy.init_state_id == clean.init_state_id
+        length = min(clean.length, noisy.length)
+        assert np.abs(recorded["noisy"][:length] - recorded["clean"][:length]).max() > 0.02
+        assert np.abs(_replay(env, noisy) - recorded["noisy"]).max() > 0.02
+    finally:
+        env.close()
+
+
+def test_dart_noise_must_be_a_small_nonnegative_standard_deviation():
+    with pytest.raises(ValueError, match="action_noise"):
+        DemosConfig(action_noise=-0.1)
+    with pytest.raises(ValueError, match="action_noise"):
+        DemosConfig(action_noise=2.0)

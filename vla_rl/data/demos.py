@@ -100,7 +100,7 @@ def collect_demonstrations(
     )
     for task in tasks:
         for episode in expert_episodes(
-            env, task, config.episodes_per_task, config.split, config.max_attempts_factor
+            env, task, config.episodes_per_task, config.split, config.max_attempts_factor, config.action_noise
         ):
             _write_episode(dataset, episode, features)
     dataset.finalize()
@@ -112,14 +112,34 @@ def collect_demonstrations(
 
 
 def expert_episodes(
-    env: BatchedEnv, task: str, count: int, split: str = "train", max_attempts_factor: int = 2
+    env: BatchedEnv,
+    task: str,
+    count: int,
+    split: str = "train",
+    max_attempts_factor: int = 2,
+    action_noise: float = 0.0,
 ) -> list[Episode]:
     """``count`` successful, recorded expert episodes of ``task``, from the first states of ``split``.
 
     A failed expert episode is dropped and the next initial state of the split replaces it; after
     ``count * max_attempts_factor`` attempts (or the end of the split) this raises `RuntimeError`.
     ``env`` must have autoreset disabled.
+
+    With ``action_noise`` > 0 the env executes the expert's actions plus Gaussian noise of that standard
+    deviation (action units, clipped to the action space; seeded, so collection is deterministic) while
+    the episodes record the expert's own actions: DART (Laskey et al., 2017). The demonstrations then
+    visit states a little off the expert's path, labelled with how the expert gets back, which is what
+    a policy needs once its own small errors take it there.
     """
+    if action_noise < 0:
+        raise ValueError(f"action_noise must be >= 0, got {action_noise}")
+    space = env.action_space
+    rng = np.random.default_rng(0)
+
+    def perturb(actions: np.ndarray) -> np.ndarray:
+        noisy = actions + rng.normal(0.0, action_noise, actions.shape).astype(actions.dtype)
+        return np.clip(noisy, space.low, space.high)  # type: ignore[attr-defined]
+
     limit = min(count * max_attempts_factor, env.task_specs[task].num_states(InitStateSplit(split)))
     successes: list[Episode] = []
     next_state_id = 0
@@ -138,6 +158,7 @@ def expert_episodes(
             lambda obs: env.expert_action(),
             record=lambda *_: True,
             progress=f"demos {task}",
+            perturb=perturb if action_noise > 0 else None,
         )
         successes += [episode for episode in episodes if episode.success]
     return successes

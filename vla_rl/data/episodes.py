@@ -47,6 +47,7 @@ def run_episodes(
     record: Callable[[str, int], bool] = lambda task, state_id: False,
     progress: str | None = None,
     on_reset: Callable[[], None] | None = None,
+    perturb: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[Episode]:
     """Run one episode per ``(task, init_state_id)`` job, ``env.num_envs`` at a time.
 
@@ -58,6 +59,8 @@ def run_episodes(
         record: whether to keep an episode's observations, actions and rewards.
         progress: progress-bar label (None: no bar).
         on_reset: called after each env reset (e.g. to clear a policy's queued action chunks).
+        perturb: maps ``act``'s actions ``[N, A]`` to the actions sent to the env; the recorded
+            actions stay ``act``'s own (DART-style demonstrations: `vla_rl.data.demos`).
 
     Returns:
         The episodes, in job order.
@@ -72,7 +75,7 @@ def run_episodes(
         batch = jobs[start : start + env.num_envs]
         # Pad the last batch by repeating its first job; the padded envs' episodes are dropped.
         padded = batch + [batch[0]] * (env.num_envs - len(batch))
-        episodes += _run_batch(env, padded, split, act, record, on_reset)[: len(batch)]
+        episodes += _run_batch(env, padded, split, act, record, on_reset, perturb)[: len(batch)]
         bar.update(len(batch))
     bar.close()
     return episodes
@@ -85,6 +88,7 @@ def _run_batch(
     act: ActFn,
     record: Callable[[str, int], bool],
     on_reset: Callable[[], None] | None,
+    perturb: Callable[[np.ndarray], np.ndarray] | None,
 ) -> list[Episode]:
     tasks = [task for task, _ in jobs]
     obs, _ = env.reset(options={"split": split, "tasks": tasks, "init_state_ids": [s for _, s in jobs]})
@@ -99,7 +103,7 @@ def _run_batch(
     done = np.zeros(len(jobs), bool)
     while not done.all():
         action = act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
+        next_obs, reward, terminated, truncated, _ = env.step(action if perturb is None else perturb(action))
         for i in np.flatnonzero(~done):
             if keep[i]:
                 frames[i].append({key: value[i] for key, value in obs.items()})

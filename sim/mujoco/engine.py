@@ -407,6 +407,7 @@ class BatchedRenderer:
 
 
 INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
+ENVIRONMENT_STATE_BOUND = 10.0  # observation.environment_state values (metres; cos/sin) lie within +-this
 
 
 class MujocoBatchedEnv(BatchedEnv):
@@ -424,7 +425,8 @@ class MujocoBatchedEnv(BatchedEnv):
     - `_state`: ``observation.state`` ``[N, S]``;
     - `expert_action`;
     - optionally `_environment_state` (``observation.environment_state`` ``[N, E]``), with
-      ``ENVIRONMENT_STATE_DIM`` = E (0: the observations have no such key).
+      ``ENVIRONMENT_STATE_DIM`` = E (0: the observations have no such key), each value within
+      +-`ENVIRONMENT_STATE_BOUND` (positions in metres, angles' cosines and sines).
     """
 
     SUITE: ClassVar[str]
@@ -502,7 +504,7 @@ class MujocoBatchedEnv(BatchedEnv):
         }
         if self.ENVIRONMENT_STATE_DIM:
             observation_spaces[OBS_ENV_STATE] = gym.spaces.Box(
-                -np.inf, np.inf, (self.ENVIRONMENT_STATE_DIM,), np.float32
+                -ENVIRONMENT_STATE_BOUND, ENVIRONMENT_STATE_BOUND, (self.ENVIRONMENT_STATE_DIM,), np.float32
             )
         for camera in self.cameras:
             observation_spaces[image_key(camera)] = gym.spaces.Box(

@@ -55,6 +55,11 @@ class SFTConfig:
         environment_state_weight: weight of the auxiliary loss (mean squared error on standardized
             targets) of the policy's environment-state head, when the demonstrations recorded the
             simulator's environment state (0: off).
+        state_dropout: probability that a training frame's state is replaced by the demonstrations'
+            mean state (zero after standardization). Joint angles along a demonstration predict its
+            next actions without looking at the scene (the "copycat" shortcut of behaviour cloning
+            with proprioception, de Haan et al. 2019; Wen et al. 2020), so a policy can learn them
+            instead of where the object is; dropping the state makes the images carry the prediction.
 
     """
 
@@ -76,8 +81,11 @@ class SFTConfig:
     seed: int = 0
     ema_decay: float = 0.0
     environment_state_weight: float = 1.0
+    state_dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.state_dropout <= 1.0:
+            raise ValueError(f"sft.state_dropout must be within [0, 1], got {self.state_dropout}")
         if self.environment_state_weight < 0:
             raise ValueError(
                 f"sft.environment_state_weight must be >= 0, got {self.environment_state_weight}"
@@ -234,9 +242,13 @@ def train_sft(
         images = frames.images[index].float() / 255.0
         if config.augment:
             images = augment_images(images, generator)
+        batch_state = state[index]
+        if config.state_dropout > 0:
+            kept = torch.rand(len(index), 1, generator=generator) >= config.state_dropout
+            batch_state = batch_state * kept
         inputs = {
             "images": images.to(device),
-            "state": state[index].to(device),
+            "state": batch_state.to(device),
             "text_ids": text_ids[index].to(device),
             "text_mask": text_mask[index].to(device),
         }

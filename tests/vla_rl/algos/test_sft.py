@@ -124,6 +124,33 @@ def test_sft_lowers_the_loss_and_resumes_where_it_stopped(tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.5, 1.0])
+def test_state_dropout_feeds_that_fraction_of_training_frames_the_mean_state(tmp_path, dropout):
+    policy = make_policy()
+    seen = []
+    logits = policy.logits
+
+    def spy(inputs, tokens=None):
+        seen.append(inputs["state"].clone())
+        return logits(inputs, tokens)
+
+    policy.logits = spy
+    config = SFTConfig(
+        steps=20, batch_size=16, warmup_steps=1, log_every=10, checkpoint_every=20, state_dropout=dropout
+    )
+    metrics = MetricsLogger(tmp_path)
+    train_sft(policy, synthetic_frames(), config, tmp_path, metrics)
+    metrics.close()
+    states = torch.cat(seen)  # standardized: the mean state is all zeros
+    assert states.shape == (320, 8)
+    assert (states == 0).all(-1).float().mean().item() == pytest.approx(dropout, abs=0.1)
+
+
+def test_state_dropout_must_be_a_probability():
+    with pytest.raises(ValueError, match="state_dropout"):
+        SFTConfig(state_dropout=1.5)
+
+
 def test_moving_average_by_hand():
     averaged, current = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():

@@ -1,6 +1,13 @@
 import numpy as np
 
-from sim.mujoco.rotations import mat_to_axis_angle, quat_to_axis_angle, quat_to_mat, yaw_from_quat, yaw_quat
+from sim.mujoco.rotations import (
+    axis_angle_to_mat,
+    mat_to_axis_angle,
+    quat_to_axis_angle,
+    quat_to_mat,
+    yaw_from_quat,
+    yaw_quat,
+)
 
 
 def random_quats(n, seed=0):
@@ -32,3 +39,14 @@ def test_axis_angle_from_quat_matches_the_matrix_route_and_handles_sign_and_iden
 def test_yaw_round_trip():
     for yaw in np.linspace(-3, 3, 13):
         assert np.isclose(yaw_from_quat(yaw_quat(yaw)), yaw)
+
+
+def test_axis_angle_to_mat_inverts_mat_to_axis_angle():
+    mats = quat_to_mat(random_quats(100, seed=1))
+    for mat in mats:
+        np.testing.assert_allclose(axis_angle_to_mat(mat_to_axis_angle(mat)), mat, atol=1e-9)
+    # A quarter turn about z by hand; the zero vector is the identity.
+    np.testing.assert_allclose(
+        axis_angle_to_mat(np.array([0.0, 0.0, np.pi / 2])), [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12
+    )
+    np.testing.assert_array_equal(axis_angle_to_mat(np.zeros(3)), np.eye(3))

@@ -18,7 +18,17 @@ from sim.mujoco.so101.env import (
     joints_to_normalized,
     normalized_to_joints,
 )
-from sim.mujoco.so101.tasks import SO101_TASKS, So101Kinematics, down_rotation, initial_state, ready_pose
+from sim.mujoco.so101.tasks import (
+    APPROACH_GAIN,
+    SO101_TASKS,
+    SPEED,
+    ExpertView,
+    So101Kinematics,
+    _move,
+    down_rotation,
+    initial_state,
+    ready_pose,
+)
 
 TASKS = list(SO101_TASKS)
 
@@ -115,6 +125,23 @@ def test_inverse_kinematics_reaches_a_downward_pose():
     goal = np.array([0.2, 0.05, 0.03])
     joints = kinematics.solve(goal, down_rotation(0.3), ready_pose(), iterations=100)
     np.testing.assert_allclose(kinematics.tcp(joints), goal, atol=1e-3)
+
+
+def test_expert_moves_servo_the_tcp_proportionally_at_capped_speed():
+    """Each step covers `APPROACH_GAIN` of the remaining offset, at most `SPEED`: far away the steps are
+    SPEED long, near the goal they shrink geometrically (the arm never moves here: no physics)."""
+    view = ExpertView(So101Kinematics())
+    view.arm_qpos = ready_pose().copy()
+    view.command = ready_pose().copy()
+    view.tcp = view.kinematics.tcp(view.arm_qpos)
+    goal = view.tcp + np.array([0.03, -0.03, -0.04])
+    commanded = [view.kinematics.tcp(target) for target in _move(view, goal, 0.0, 1.0, timeout=12)]
+    remaining = np.linalg.norm(np.array([view.tcp, *commanded]) - goal, axis=1)
+    expected = [remaining[0]]
+    for _ in commanded:
+        expected.append(expected[-1] - min(APPROACH_GAIN * expected[-1], SPEED))
+    np.testing.assert_allclose(remaining, expected, atol=1e-3)
+    assert remaining[1] == pytest.approx(remaining[0] - SPEED, abs=1e-3) and remaining[-1] < 0.002
 
 
 def test_ee_actions_and_joint_targets_invert_each_other():

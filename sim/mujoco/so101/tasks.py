@@ -88,8 +88,7 @@ class So101Kinematics:
 
     def tcp(self, joints: np.ndarray) -> np.ndarray:
         """TCP position ``[3]`` for joint angles ``[6]`` (radians)."""
-        self._forward(joints)
-        return self.data.site_xpos[self._site].copy()
+        return self.pose(joints)[0]
 
     def pose(self, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """TCP position ``[3]`` and orientation ``[3, 3]`` (gripper axes as columns) for joints ``[6]``."""
@@ -261,6 +260,11 @@ TURN_SPEED = 0.15  # at most this many radians per control step
 APPROACH_GAIN = 0.4  # each step of a move covers this fraction of what remains (within the limits)
 
 
+def _capped_step(offset: np.ndarray, gain: float, limit: float) -> np.ndarray:
+    """``gain * offset``, shortened to length ``limit`` where it would be longer."""
+    return offset * min(gain, limit / max(float(np.linalg.norm(offset)), 1e-9))
+
+
 def _move(
     view: ExpertView,
     goal: np.ndarray,
@@ -284,9 +288,8 @@ def _move(
             break
         position, rotation = view.kinematics.pose(view.command)
         offset = goal - position
-        position = position + offset * min(APPROACH_GAIN, SPEED / max(float(np.linalg.norm(offset)), 1e-9))
-        turn = mat_to_axis_angle(goal_rotation @ rotation.T)
-        turn *= min(APPROACH_GAIN, TURN_SPEED / max(float(np.linalg.norm(turn)), 1e-9))
+        position = position + _capped_step(offset, APPROACH_GAIN, SPEED)
+        turn = _capped_step(mat_to_axis_angle(goal_rotation @ rotation.T), APPROACH_GAIN, TURN_SPEED)
         view.command = view.kinematics.solve(position, axis_angle_to_mat(turn) @ rotation, view.command)
         view.command[ARM_JOINTS] = gripper
         yield view.command.copy()
@@ -350,7 +353,7 @@ def _expert_push(view: ExpertView) -> Expert:
                 yield from _move(view, _above(view.tcp, 0.08), yaw, GRIPPER_PUSH, tolerance=0.015)
                 return
             step = contact + 0.01 * push + lateral - pusher
-            pusher = pusher + step * min(1.0, PUSH_SPEED / max(float(np.linalg.norm(step)), 1e-9))
+            pusher = pusher + _capped_step(step, 1.0, PUSH_SPEED)
             view.command = view.kinematics.solve(
                 np.array([*(pusher - offset), 0.018]), down_rotation(yaw), view.command
             )

@@ -246,6 +246,7 @@ class PolicyConfig:
         dropout: decoder dropout.
         decoding: ``parallel`` or ``autoregressive``.
         value_head: add a value head (PPO).
+        use_state: feed the proprioceptive state to the model (`VLAConfig.use_state`).
         path: start from this saved policy instead of a new one.
 
     """
@@ -264,6 +265,7 @@ class PolicyConfig:
     dropout: float = 0.0
     decoding: str = "parallel"
     value_head: bool = False
+    use_state: bool = True
     path: str | None = None
 
     def __post_init__(self) -> None:

@@ -39,6 +39,10 @@ class VLAConfig:
         dropout: dropout in the decoder.
         decoding: ``parallel`` (all K x D tokens in one pass) or ``autoregressive`` (KV cache).
         value_head: add a value head (PPO).
+        use_state: feed the proprioceptive state to the model as one observation token. False: the
+            model sees only the cameras and the instruction (the state is still validated). Cloning a
+            few demonstrations with the state learns to copy the arm's starting posture instead of
+            reading the scene (README, "Session 7"); without it the scene is all there is to go by.
         environment_state_dim: E of the auxiliary head that predicts the simulator's environment state
             (`sim.core`, e.g. a block's pose) from the observation tokens, an SFT target that makes the
             encoder find the objects; 0: no head. Taken from the demonstrations. Never used when acting.
@@ -68,6 +72,7 @@ class VLAConfig:
     dropout: float = 0.0
     decoding: str = "parallel"
     value_head: bool = False
+    use_state: bool = True
     environment_state_dim: int = 0
     text_vocab_size: int = 4096
     max_text_tokens: int = 16

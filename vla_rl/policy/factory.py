@@ -39,6 +39,7 @@ def build_policy(
         dropout=config.dropout,
         decoding=config.decoding,
         value_head=config.value_head,
+        use_state=config.use_state,
         environment_state_dim=0 if frames.environment_state is None else frames.environment_state.shape[1],
         state_mean=frames.state_mean.tolist(),
         state_std=frames.state_std.tolist(),

@@ -65,6 +65,17 @@ def test_small_act_shapes(small_policy: VLAPolicy) -> None:
     assert inputs["text_ids"][0, 0].item() == small_policy.processor.text_tokenizer.cls_token_id
 
 
+def test_small_without_the_state_has_no_state_token_and_ignores_it() -> None:
+    policy = VLAPolicy(small_config(use_state=False)).eval()
+    inputs = policy.processor(observation(policy.config))
+    with torch.no_grad():
+        tokens = policy.encode(inputs)
+        assert tokens.shape[1] == len(policy.config.cameras) * policy.config.image_token_grid**2 + 1
+        torch.testing.assert_close(
+            policy.encode(dict(inputs, state=-inputs["state"])), tokens, rtol=0, atol=0
+        )
+
+
 def test_small_frozen_trains_only_projections_and_decoder(small_policy: VLAPolicy) -> None:
     trainable = {name for name, p in small_policy.named_parameters() if p.requires_grad}
     frozen = {name for name, p in small_policy.named_parameters() if not p.requires_grad}

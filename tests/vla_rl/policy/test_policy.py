@@ -111,6 +111,24 @@ def test_the_environment_state_head_rides_along_without_changing_the_actions(tmp
         plain.logits_and_environment_state(inputs)
 
 
+def test_a_policy_without_the_state_ignores_it_and_keeps_that_through_a_checkpoint(tmp_path):
+    policy = small_policy(use_state=False)
+    inputs = policy.processor(observation())
+    with torch.no_grad():
+        assert policy.encode(inputs).shape[1] == small_policy().encode(inputs).shape[1] - 1  # no state token
+        changed = dict(inputs, state=inputs["state"] + 5.0)
+        torch.testing.assert_close(policy.logits(changed), policy.logits(inputs), rtol=0, atol=0)
+    assert not any("state_projection" in name for name in policy.state_dict())
+    policy.save_pretrained(tmp_path / "policy")
+    loaded = VLAPolicy.from_pretrained(tmp_path / "policy").eval()
+    assert loaded.config.use_state is False
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.logits(inputs), policy.logits(inputs), rtol=0, atol=0)
+    # Still an input the processor validates: the observation contract does not change.
+    with pytest.raises(ValueError, match=r"observation\.state"):
+        policy.processor(dict(observation(), **{"observation.state": np.zeros((3, 2), np.float32)}))
+
+
 def test_save_and_load_is_bit_exact(tmp_path):
     policy = small_policy("autoregressive")
     policy.save_pretrained(tmp_path / "policy")

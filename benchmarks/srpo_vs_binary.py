@@ -1,15 +1,17 @@
-"""SRPO vs binary rewards: GRPO from the same SFT start and world model, several seeds, same RL steps.
+"""SRPO vs binary rewards: the main job's GRPO stage from one shared start, several seeds, same RL steps.
 
 Usage::
 
-    .venv/bin/python benchmarks/srpo_vs_binary.py                      # the default pipeline's settings
-    .venv/bin/python benchmarks/srpo_vs_binary.py --seeds 0 1 --rl-steps 10 --device cuda
+    .venv/bin/python benchmarks/srpo_vs_binary.py                      # the default pipeline, seeds 0 1 2
+    .venv/bin/python benchmarks/srpo_vs_binary.py --seeds 0 1 rl.steps=40 rl.device=cuda
 
-One process, the library's own stages (the same ones `vla-rl-train` runs, without a dataset on disk):
-scripted-expert demonstrations in memory -> SFT on ``--sft-demos`` per task -> the JEPA world model on
-all demonstrations' ``agentview`` videos -> for every (reward, seed): GRPO from a copy of that SFT policy
-with evaluations on the ``eval`` initial states every ``--eval-every`` steps. Reports per reward the
-success-vs-step curves, the RL steps to 90% success, the final success, RL throughput (env steps/s,
+The arms are `vla-rl-train` itself: the script composes its config (``configs/train.yaml`` and the Hydra
+overrides given), runs stages 1-3 once in ``<work-dir>/start`` (demonstrations, SFT and its evaluation,
+the world model), then for every (reward, seed) the whole pipeline in ``<work-dir>/<reward>/seed<k>``
+with ``reward.name`` and ``rl.seed`` set and the start's SFT policy, SFT evaluation and world model
+copied in: the arms differ only in the reward and the RL seed. Like `vla-rl-train`, a killed run resumes
+(finished arms are read back, an interrupted one continues from its last checkpoint). Reports per reward
+the success-vs-step curves, the RL steps to 90% success, the final success, RL throughput (env steps/s,
 trajectories/s) and where the time goes (rollout, reward, update). Writes
 ``benchmarks/results/srpo_vs_binary.json`` and ``.png`` and prints a table. The targets (issue 4): SRPO
 reaches 90% in at most half the RL steps binary needs; final SRPO success >= 95%.
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import os
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -30,28 +34,25 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
-import torch
 from common import report_header
+from hydra import compose, initialize_config_dir
 
-from sim.mujoco.arm.env import ArmBatchedEnv
-from vla_rl.algos.grpo import GRPOConfig, train_grpo
-from vla_rl.algos.sft import SFTConfig, train_sft
-from vla_rl.config import PolicyConfig
-from vla_rl.data.demos import expert_episodes
-from vla_rl.data.frames import frames_from_episodes
-from vla_rl.evaluation import evaluate
+from sim.core import BatchedEnv
+from vla_rl.cli import CONFIG_DIR, to_config
+from vla_rl.cli.train import SFT_POLICY, WORLD_MODEL, Pipeline
+from vla_rl.config import TrainConfig
+from vla_rl.envs import make_env
 from vla_rl.metrics import MetricsLogger
-from vla_rl.policy.actor import ChunkActor
-from vla_rl.policy.factory import build_policy
-from vla_rl.policy.modeling_vla import VLAPolicy
-from vla_rl.rewards import build_reward
-from vla_rl.rewards.srpo import SRPORewardConfig
-from vla_rl.world_model.jepa import WorldModel, WorldModelConfig
-from vla_rl.world_model.training import WorldModelTrainConfig, train_world_model
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-CAMERAS = ["agentview", "wrist"]
 TIME_METRICS = ("rl/time_rollout_s", "rl/time_reward_s", "rl/time_update_s")
+SHARED_START = (SFT_POLICY, WORLD_MODEL, "eval_sft.json")
+
+
+def compose_config(overrides: list[str]) -> TrainConfig:
+    """`vla-rl-train`'s config with ``overrides`` (Hydra syntax), checked like the CLI checks it."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return to_config(compose(config_name="train", overrides=overrides), TrainConfig)
 
 
 def read_metrics(path: Path) -> dict[str, dict[int, float]]:
@@ -96,39 +97,18 @@ def plot(path: Path, arms: dict[str, dict[str, Any]]) -> None:
 def main() -> None:
     """Shared start, then every (reward, seed) arm; JSON + PNG + table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--tasks", nargs="+", default=["close_drawer"])
     parser.add_argument(
         "--rewards", nargs="+", default=["srpo", "binary"], choices=["srpo", "binary", "pixel"]
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--demos", type=int, default=10, help="demonstrations per task (world model data)")
-    parser.add_argument("--sft-demos", type=int, default=1, help="of which SFT uses this many per task")
-    parser.add_argument("--sft-steps", type=int, default=300)
-    parser.add_argument("--wm-steps", type=int, default=300)
-    parser.add_argument("--rl-steps", type=int, default=20)
-    parser.add_argument("--groups", type=int, default=4, help="initial states per RL step")
-    parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=1e-4, help="GRPO AdamW learning rate")
-    parser.add_argument("--ppo-epochs", type=int, default=2)
-    parser.add_argument("--eval-every", type=int, default=5)
-    parser.add_argument("--eval-episodes", type=int, default=20, help="eval initial states per task")
-    parser.add_argument("--num-envs", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--render-workers", type=int, help="render processes (default: one per core)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="RL seeds (rl.seed)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/srpo_vs_binary"))
+    parser.add_argument("overrides", nargs="*", help="vla-rl-train overrides, e.g. rl.steps=40")
     args = parser.parse_args()
     started = time.perf_counter()
-    env = ArmBatchedEnv(
-        num_envs=args.num_envs,
-        tasks=args.tasks,
-        cameras=CAMERAS,
-        image_size=args.image_size,
-        autoreset_mode="Disabled",
-        render_workers=args.render_workers,
-    )
+    config = compose_config([*args.overrides, f"run_dir={args.work_dir / 'start'}"])
+    env = make_env(config.env)
     try:
-        report = run(args, env)
+        report = run(args, config, env)
     finally:
         env.close()
     report["wall_s"] = time.perf_counter() - started
@@ -138,74 +118,35 @@ def main() -> None:
     print_table(report)
 
 
-def run(args: argparse.Namespace, env: ArmBatchedEnv) -> dict[str, Any]:
+def run(args: argparse.Namespace, start_config: TrainConfig, env: BatchedEnv) -> dict[str, Any]:
     """The shared start and the arms; returns the report."""
-    execute_steps = 4
-    policy_config = PolicyConfig(execute_steps=execute_steps, image_size=args.image_size)
-
-    def evaluation(policy: VLAPolicy, _: int) -> float:
-        actor = ChunkActor(policy, 0.0, execute_steps)
-        result = evaluate(env, actor, args.tasks, args.eval_episodes, on_reset=actor.reset, progress=None)
-        return result.mean_success
-
-    # Shared start: demonstrations, SFT policy, world model.
-    by_task = {task: expert_episodes(env, task, args.demos) for task in args.tasks}
-    demos = [episode for task in args.tasks for episode in by_task[task]]
-    first = [episode for task in args.tasks for episode in by_task[task][: args.sft_demos]]
-    frames = frames_from_episodes(first, CAMERAS, args.image_size, policy_config.chunk_size)
-    torch.manual_seed(0)
-    policy = build_policy(policy_config, frames, CAMERAS, env.single_action_space)
-    sft_config = SFTConfig(
-        steps=args.sft_steps, batch_size=16, learning_rate=1e-3, episodes_per_task=1, device=args.device
-    )
-    sft_dir = args.work_dir / "sft"
-    policy = train_sft(policy, frames, sft_config, sft_dir, MetricsLogger(sft_dir))
-    policy.eval().save_pretrained(sft_dir / "policy")
-    sft_success = evaluation(policy, 0)
-    print(f"SFT start: {100 * sft_success:.1f}%", flush=True)
-    videos = [np.stack([obs["observation.images.agentview"] for obs in d.observations]) for d in demos]
-    world_model = WorldModel(WorldModelConfig())
-    device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
-    train_world_model(world_model.to(device), videos, WorldModelTrainConfig(steps=args.wm_steps))
-    world_model.eval()
+    start_dir = Path(start_config.run_dir)
+    metrics = MetricsLogger(start_dir)
+    try:
+        start = Pipeline(start_config, env, metrics)
+        demos = start.demonstrations()
+        sft = start.evaluation(start.supervised(demos), "eval_sft.json", videos=False)
+        if "srpo" in args.rewards:
+            start.world_model(demos)
+    finally:
+        metrics.close()
+    print(f"SFT start: {100 * sft.mean_success:.1f}%", flush=True)
 
     arms: dict[str, dict[str, Any]] = {}
-    instructions = {task: env.task_specs[task].instruction for task in args.tasks}
     for reward_name in args.rewards:
-        reward = build_reward(reward_name, world_model, SRPORewardConfig(num_frames=16))
         for seed in args.seeds:
-            name = f"{reward_name}/seed{seed}"
-            run_dir = args.work_dir / reward_name / f"seed{seed}"
-            metrics = MetricsLogger(run_dir)
-            metrics.log(0, {"eval/success_rate": sft_success})
-            config = GRPOConfig(
-                steps=args.rl_steps,
-                groups_per_step=args.groups,
-                group_size=args.group_size,
-                filter="reward_std",
-                learning_rate=args.learning_rate,
-                ppo_epochs=args.ppo_epochs,
-                eval_every=args.eval_every,
-                device=args.device,
-                seed=seed,
+            name, run_dir = f"{reward_name}/seed{seed}", args.work_dir / reward_name / f"seed{seed}"
+            copy_start(start_dir, run_dir)
+            config = compose_config(
+                [*args.overrides, f"reward.name={reward_name}", f"rl.seed={seed}", f"run_dir={run_dir}"]
             )
             print(f"arm {name}", flush=True)
             arm_started = time.perf_counter()
-            train_grpo(
-                VLAPolicy.from_pretrained(sft_dir / "policy"),
-                env,
-                reward,
-                args.tasks,
-                instructions,
-                env.task_specs[args.tasks[0]].num_train_states,
-                execute_steps,
-                "agentview",
-                config,
-                run_dir,
-                metrics,
-                evaluation,
-            )
-            metrics.close()
+            metrics = MetricsLogger(run_dir)
+            try:
+                Pipeline(config, env, metrics).run()
+            finally:
+                metrics.close()
             values = read_metrics(run_dir / "metrics.csv")
             curve = values["eval/success_rate"]
             arms[name] = {
@@ -215,7 +156,7 @@ def run(args: argparse.Namespace, env: ArmBatchedEnv) -> dict[str, Any]:
                 "env_steps_per_s": float(np.mean(list(values["rl/env_steps_per_s"].values()))),
                 "trajectories_per_s": float(np.mean(list(values["rl/trajectories_per_s"].values()))),
                 "time_s": {key[8:-2]: float(sum(values[key].values())) for key in TIME_METRICS},
-                "wall_s": time.perf_counter() - arm_started,
+                "wall_s": time.perf_counter() - arm_started,  # of this process (less when resumed)
             }
     by_reward = {}
     for reward_name in args.rewards:
@@ -233,10 +174,27 @@ def run(args: argparse.Namespace, env: ArmBatchedEnv) -> dict[str, Any]:
         }
     return {
         **report_header("srpo_vs_binary", args),
-        "sft_success": sft_success,
+        "rl": dataclasses.asdict(start_config.rl),
+        "sft_success": sft.mean_success,
         "arms": arms,
         "by_reward": by_reward,
     }
+
+
+def copy_start(start_dir: Path, run_dir: Path) -> None:
+    """The shared SFT policy, its evaluation and the world model into an arm's run directory, once."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in SHARED_START:
+        source, target = start_dir / name, run_dir / name
+        if not source.exists() or target.exists():  # a loaded world model (world_model.path) has no copy
+            continue
+        partial = run_dir / f".{name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        if source.is_dir():
+            shutil.copytree(source, partial)
+        else:
+            shutil.copy2(source, partial)
+        partial.replace(target)  # whole or absent: a killed copy is redone
 
 
 def print_table(report: dict[str, Any]) -> None:

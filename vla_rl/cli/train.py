@@ -72,11 +72,7 @@ class Pipeline:
     def run(self) -> None:
         """All stages; each skips itself when its output exists."""
         config, run_dir = self.config, self.run_dir
-        self.env.reset(seed=config.seed)
-        demos = collect_demonstrations(
-            self.env, config.demos, self.tasks, int(self.env.metadata["render_fps"])
-        )
-        log.info("stage 1/5: demonstrations in %s", demos)
+        demos = self.demonstrations()
         policy = self.supervised(demos)
         before = self.evaluation(policy, "eval_sft.json", videos=config.rl.steps == 0)
         log.info("stage 2/5: SFT policy %.1f%% on eval states", 100 * before.mean_success)
@@ -121,6 +117,15 @@ class Pipeline:
         log.info("stage 5/5: report %s", run_dir / "report.md")
 
     # ------------------------------------------------------------------------------------------------
+
+    def demonstrations(self) -> Path:
+        """Stage 1: the scripted-expert demonstrations' dataset (collected when absent)."""
+        self.env.reset(seed=self.config.seed)
+        demos = collect_demonstrations(
+            self.env, self.config.demos, self.tasks, int(self.env.metadata["render_fps"])
+        )
+        log.info("stage 1/5: demonstrations in %s", demos)
+        return demos
 
     def supervised(self, demos: Path) -> VLAPolicy:
         """Stage 2: the SFT policy (trained, or loaded when ``sft_policy/`` exists)."""
@@ -237,7 +242,7 @@ class Pipeline:
         return result
 
     def _evaluate(self, policy: VLAPolicy, episodes_per_task: int, videos: bool = False) -> EvalResult:
-
+        """Greedy evaluation on the first ``episodes_per_task`` eval initial states of each task."""
         was_training = policy.training
         policy.eval()
         actor = ChunkActor(policy, 0.0, self.config.policy.execute_steps)

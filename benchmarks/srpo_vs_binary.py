@@ -120,7 +120,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, start_config: TrainConfig, env: BatchedEnv) -> dict[str, Any]:
     """The shared start and the arms; returns the report."""
-    start_dir = Path(start_config.run_dir)
+    start_dir, start_started = Path(start_config.run_dir), time.perf_counter()
     metrics = MetricsLogger(start_dir)
     try:
         start = Pipeline(start_config, env, metrics)
@@ -130,6 +130,7 @@ def run(args: argparse.Namespace, start_config: TrainConfig, env: BatchedEnv) ->
             start.world_model(demos)
     finally:
         metrics.close()
+    start_wall_s = time.perf_counter() - start_started  # of this process (0 when read back)
     print(f"SFT start: {100 * sft.mean_success:.1f}%", flush=True)
 
     arms: dict[str, dict[str, Any]] = {}
@@ -176,6 +177,7 @@ def run(args: argparse.Namespace, start_config: TrainConfig, env: BatchedEnv) ->
         **report_header("srpo_vs_binary", args),
         "rl": dataclasses.asdict(start_config.rl),
         "sft_success": sft.mean_success,
+        "start_wall_s": start_wall_s,
         "arms": arms,
         "by_reward": by_reward,
     }

@@ -5,8 +5,12 @@ One page, top to bottom: config -> rollout -> reward -> advantage -> loss -> upd
 - Rollout: ``groups_per_step`` initial states of the ``train`` set (tasks taken in turn), each run
   ``group_size`` times at ``temperature`` with batched policy inference over the batched env.
 - Reward: a reward model maps the finished trajectories to one scalar each (`vla_rl.rewards`).
-- Advantage: per group, ``(r - mean) / (std + eps)`` with the unbiased std (verl's GRPO estimator, which
-  SimpleVLA-RL and siiRL build on), shared by every action token of the trajectory.
+- Advantage: per group, ``(r - mean) / (std + eps)`` with the unbiased std of the group (verl's GRPO
+  estimator, which SimpleVLA-RL and siiRL build on; ``scale_rewards=group``), of the whole step's rewards
+  (``batch``, group mean and batch std as in Liu et al. 2025, "Tricks or Traps") or none at all
+  (``none``, Dr. GRPO), shared by every action token of the trajectory. A group's std divides away its
+  scale: an all-failure group whose progress rewards barely differ gets the same +-1 advantages as a
+  group of successes and failures; with a batch std its advantages stay as small as its spread.
 - Dynamic sampling: groups without a learning signal are dropped before the update: ``success_band``
   keeps groups whose success rate lies within [low, high] (SimpleVLA-RL's filter); ``reward_std`` keeps
   groups whose rewards are not all equal (DAPO's filter, which keeps the all-failure groups a progress
@@ -39,6 +43,7 @@ from vla_rl.metrics import MetricsLogger
 from vla_rl.policy.modeling_vla import VLAPolicy
 
 FILTERS = ("success_band", "reward_std", "none")
+REWARD_SCALES = ("group", "batch", "none")
 EVAL_METRIC = "eval/success_rate"
 """Metric name of the periodic evaluations (x axis: RL step)."""
 RewardFn = Callable[[Sequence[Trajectory]], np.ndarray]
@@ -63,6 +68,8 @@ class GRPOConfig:
         clip_low: the ratio is clipped below at ``1 - clip_low``.
         clip_high: the ratio is clipped above at ``1 + clip_high``.
         kl_coef: weight of the k3 KL estimate to the frozen starting policy (0: none, no reference kept).
+        scale_rewards: what the centred rewards are divided by: the std of their ``group``, of the
+            ``batch``, or ``none`` (module docstring).
         filter: dynamic sampling: ``success_band``, ``reward_std`` or ``none`` (module docstring).
         success_low: ``success_band`` keeps groups with success rate >= this.
         success_high: ``success_band`` keeps groups with success rate <= this.
@@ -87,6 +94,7 @@ class GRPOConfig:
     clip_low: float = 0.2
     clip_high: float = 0.28
     kl_coef: float = 0.0
+    scale_rewards: str = "group"
     filter: str = "success_band"
     success_low: float = 0.1
     success_high: float = 0.9
@@ -109,6 +117,11 @@ class GRPOConfig:
             raise ValueError(f"rl.temperature must be > 0 for on-policy sampling, got {self.temperature}")
         if self.learning_rate <= 0 or self.clip_low <= 0 or self.clip_high <= 0 or self.kl_coef < 0:
             raise ValueError("rl.learning_rate, rl.clip_low and rl.clip_high must be > 0 and rl.kl_coef >= 0")
+        if self.scale_rewards not in REWARD_SCALES:
+            raise ValueError(
+                f"rl.scale_rewards={self.scale_rewards!r} is not valid; "
+                f"choose one of: {', '.join(REWARD_SCALES)}"
+            )
         if self.filter not in FILTERS:
             raise ValueError(f"rl.filter={self.filter!r} is not valid; choose one of: {', '.join(FILTERS)}")
         if not 0.0 <= self.success_low <= self.success_high <= 1.0:
@@ -133,14 +146,23 @@ def draw_initial_states(
 # Advantage and dynamic sampling
 
 
-def group_advantages(rewards: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Group-normalized advantages ``(r - mean) / (std + eps)`` per row of ``rewards`` ``[G, n]``."""
+def group_advantages(rewards: np.ndarray, scale: str = "group", eps: float = 1e-6) -> np.ndarray:
+    """Advantages ``[G, n]``: each reward of ``rewards`` ``[G, n]`` minus its group's (row's) mean.
+
+    Divided by ``std + eps``, the unbiased std of the group (``scale="group"``) or of all the rewards
+    (``"batch"``); ``"none"``: not divided.
+    """
     rewards = np.asarray(rewards, np.float64)
     if rewards.ndim != 2 or rewards.shape[1] < 2:
         raise ValueError(f"rewards must be [groups, n >= 2], got {rewards.shape}")
-    mean = rewards.mean(axis=1, keepdims=True)
-    std = rewards.std(axis=1, ddof=1, keepdims=True)
-    return ((rewards - mean) / (std + eps)).astype(np.float32)
+    if scale not in REWARD_SCALES:
+        raise ValueError(f"scale={scale!r} is not valid; choose one of: {', '.join(REWARD_SCALES)}")
+    centred = rewards - rewards.mean(axis=1, keepdims=True)
+    if scale == "group":
+        centred /= rewards.std(axis=1, ddof=1, keepdims=True) + eps
+    elif scale == "batch":
+        centred /= rewards.std(ddof=1) + eps
+    return centred.astype(np.float32)
 
 
 def keep_groups(success: np.ndarray, rewards: np.ndarray, config: GRPOConfig) -> np.ndarray:
@@ -360,7 +382,7 @@ def train_grpo(
         success = np.array([t.success for t in trajectories])
         shape = (config.groups_per_step, config.group_size)
         kept = keep_groups(success.reshape(shape), rewards.reshape(shape), config)
-        advantages = group_advantages(rewards.reshape(shape))
+        advantages = group_advantages(rewards.reshape(shape), config.scale_rewards)
 
         # Update.
         started = time.perf_counter()

@@ -27,6 +27,24 @@ def test_group_advantages_by_hand():
         group_advantages(np.ones((3, 1)))
 
 
+def test_batch_and_no_reward_scaling_by_hand():
+    # Rewards [[1, 0], [0.2, 0.1]]: group means 0.5 and 0.15 -> centred [[0.5, -0.5], [0.05, -0.05]].
+    # Group std: sqrt(2 * 0.5^2) and sqrt(2 * 0.05^2) -> both groups get +-0.7071, whatever their spread.
+    # Batch std: mean 0.325; squared deviations 0.675^2 + 0.325^2 + 0.125^2 + 0.225^2 = 0.6275, over 3
+    # -> 0.4573, for both groups: the progress-only group keeps a tenth of the other's advantages.
+    rewards = np.array([[1.0, 0.0], [0.2, 0.1]])
+    np.testing.assert_allclose(group_advantages(rewards, "group"), [[0.7071, -0.7071]] * 2, atol=1e-4)
+    batch_std = np.sqrt(0.6275 / 3)
+    np.testing.assert_allclose(
+        group_advantages(rewards, "batch"),
+        [[0.5 / batch_std, -0.5 / batch_std], [0.05 / batch_std, -0.05 / batch_std]],
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(group_advantages(rewards, "none"), [[0.5, -0.5], [0.05, -0.05]], atol=1e-6)
+    with pytest.raises(ValueError, match="scale_rewards"):
+        GRPOConfig(scale_rewards="token")
+
+
 def test_dynamic_sampling_filters():
     success = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]], bool)
     rewards = np.array([[0.2, 0.1, 0.0, 0.0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]], float)

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace, start_config: TrainConfig, env: BatchedEnv) ->
             start.world_model(demos)
     finally:
         metrics.close()
-    start_wall_s = time.perf_counter() - start_started  # of this process (0 when read back)
+    start_wall_s = time.perf_counter() - start_started  # of this process (little when read back)
     print(f"SFT start: {100 * sft.mean_success:.1f}%", flush=True)
 
     arms: dict[str, dict[str, Any]] = {}

@@ -35,10 +35,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 from common import report_header
-from hydra import compose, initialize_config_dir
 
 from sim.core import BatchedEnv
-from vla_rl.cli import CONFIG_DIR, to_config
+from vla_rl.cli import compose_config
 from vla_rl.cli.train import SFT_POLICY, WORLD_MODEL, Pipeline
 from vla_rl.config import TrainConfig
 from vla_rl.envs import make_env
@@ -47,12 +46,6 @@ from vla_rl.metrics import MetricsLogger
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 TIME_METRICS = ("rl/time_rollout_s", "rl/time_reward_s", "rl/time_update_s")
 SHARED_START = (SFT_POLICY, WORLD_MODEL, "eval_sft.json")
-
-
-def compose_config(overrides: list[str]) -> TrainConfig:
-    """`vla-rl-train`'s config with ``overrides`` (Hydra syntax), checked like the CLI checks it."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return to_config(compose(config_name="train", overrides=overrides), TrainConfig)
 
 
 def read_metrics(path: Path) -> dict[str, dict[int, float]]:
@@ -105,7 +98,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="vla-rl-train overrides, e.g. rl.steps=40")
     args = parser.parse_args()
     started = time.perf_counter()
-    config = compose_config([*args.overrides, f"run_dir={args.work_dir / 'start'}"])
+    config = compose_config("train", TrainConfig, *args.overrides, f"run_dir={args.work_dir / 'start'}")
     env = make_env(config.env)
     try:
         report = run(args, config, env)
@@ -139,7 +132,12 @@ def run(args: argparse.Namespace, start_config: TrainConfig, env: BatchedEnv) ->
             name, run_dir = f"{reward_name}/seed{seed}", args.work_dir / reward_name / f"seed{seed}"
             copy_start(start_dir, run_dir)
             config = compose_config(
-                [*args.overrides, f"reward.name={reward_name}", f"rl.seed={seed}", f"run_dir={run_dir}"]
+                "train",
+                TrainConfig,
+                *args.overrides,
+                f"reward.name={reward_name}",
+                f"rl.seed={seed}",
+                f"run_dir={run_dir}",
             )
             print(f"arm {name}", flush=True)
             arm_started = time.perf_counter()

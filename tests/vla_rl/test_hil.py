@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
 from real.arm.config_so101 import So101Config
-from vla_rl.cli import CONFIG_DIR, to_config
+from vla_rl.cli import compose_config
 from vla_rl.cli.deploy import DeployPolicyConfig, DeployRunConfig, load_policy
 from vla_rl.cli.hil import HilRunConfig, run_hil
 
@@ -30,12 +29,6 @@ REPORT_KEYS = {
     "dataset",
     "episode_results",
 }
-
-
-def compose_config(name, schema, *overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name=name, overrides=list(overrides))
-    return to_config(cfg, schema)
 
 
 def save_tiny_policy(path, action_dim=6):

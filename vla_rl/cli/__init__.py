@@ -33,6 +33,14 @@ def to_config[T](cfg: DictConfig, schema: type[T]) -> T:
     return config
 
 
+def compose_config[T](name: str, schema: type[T], *overrides: str) -> T:
+    """``configs/<name>.yaml`` with Hydra ``overrides``, outside a Hydra app, checked like `to_config`."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return to_config(compose(config_name=name, overrides=list(overrides)), schema)
+
+
 def summarize(config: Any) -> str:
     """The resolved config as YAML, for logs."""
     return OmegaConf.to_yaml(OmegaConf.structured(config))

@@ -19,7 +19,10 @@ One page, top to bottom: config -> rollout -> reward -> advantage -> loss -> upd
   averaged over every valid token of the minibatch (token-mean), plus an optional k3 KL estimate to the
   frozen starting policy. Tokens of chunk actions that were never executed are masked out.
 - Update: ``ppo_epochs`` passes over the kept decisions in shuffled minibatches, so after the first
-  minibatch the importance ratio really differs from 1 and clipping acts.
+  minibatch the importance ratio really differs from 1 and clipping acts. With ``target_kl`` the update
+  stops at the first minibatch whose approximate KL to the rollout policy exceeds it (a trust region
+  in the spirit of Stable-Baselines3's ``target_kl``): the clip only zeroes the gradients of tokens
+  already outside the ratio band, it does not stop the others from moving the policy further.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class GRPOConfig:
         clip_low: the ratio is clipped below at ``1 - clip_low``.
         clip_high: the ratio is clipped above at ``1 + clip_high``.
         kl_coef: weight of the k3 KL estimate to the frozen starting policy (0: none, no reference kept).
+        target_kl: stop the step's update at the first minibatch whose approximate KL(rollout policy ||
+            policy) per token exceeds this, before its gradient step (0: never stop early).
         scale_rewards: what the centred rewards are divided by: the std of their ``group``, of the
             ``batch``, or ``none`` (module docstring).
         filter: dynamic sampling: ``success_band``, ``reward_std`` or ``none`` (module docstring).
@@ -94,6 +99,7 @@ class GRPOConfig:
     clip_low: float = 0.2
     clip_high: float = 0.28
     kl_coef: float = 0.0
+    target_kl: float = 0.0
     scale_rewards: str = "group"
     filter: str = "success_band"
     success_low: float = 0.1
@@ -115,8 +121,10 @@ class GRPOConfig:
             )
         if self.temperature <= 0:
             raise ValueError(f"rl.temperature must be > 0 for on-policy sampling, got {self.temperature}")
-        if self.learning_rate <= 0 or self.clip_low <= 0 or self.clip_high <= 0 or self.kl_coef < 0:
-            raise ValueError("rl.learning_rate, rl.clip_low and rl.clip_high must be > 0 and rl.kl_coef >= 0")
+        if self.learning_rate <= 0 or self.clip_low <= 0 or self.clip_high <= 0:
+            raise ValueError("rl.learning_rate, rl.clip_low and rl.clip_high must be > 0")
+        if self.kl_coef < 0 or self.target_kl < 0:
+            raise ValueError("rl.kl_coef and rl.target_kl must be >= 0 (0 turns them off)")
         if self.scale_rewards not in REWARD_SCALES:
             raise ValueError(
                 f"rl.scale_rewards={self.scale_rewards!r} is not valid; "
@@ -430,43 +438,61 @@ def update_policy(
     config: GRPOConfig,
     generator: torch.Generator,
 ) -> dict[str, float]:
-    """``ppo_epochs`` passes of shuffled minibatches; returns the mean of each statistic."""
+    """``ppo_epochs`` passes of shuffled minibatches, stopped early past ``target_kl``.
+
+    Returns the mean of each statistic over the minibatches that took a gradient step, plus
+    ``gradient_steps`` and ``stopped_early`` (1.0 when ``target_kl`` ended the update).
+    """
     device = policy.device
+    minibatch_count = -(-len(batch) // config.minibatch_size)
     reference_log_probs = None
     if reference is not None:
         with torch.no_grad():
             reference_log_probs = torch.cat(
                 [
                     _log_probs(reference, batch, rows, config.temperature)
-                    for rows in np.array_split(np.arange(len(batch)), -(-len(batch) // config.minibatch_size))
+                    for rows in np.array_split(np.arange(len(batch)), minibatch_count)
                 ]
             )
+    # Every epoch's order is drawn up front, so the generator advances the same whether or not the
+    # update stops early (a resumed run then draws what an uninterrupted one would).
+    orders = [torch.randperm(len(batch), generator=generator).numpy() for _ in range(config.ppo_epochs)]
+    minibatches = [
+        order[first : first + config.minibatch_size]
+        for order in orders
+        for first in range(0, len(batch), config.minibatch_size)
+    ]
     policy.train()
     totals: dict[str, list[float]] = {}
-    for _ in range(config.ppo_epochs):
-        order = torch.randperm(len(batch), generator=generator).numpy()
-        for first in range(0, len(batch), config.minibatch_size):
-            rows = order[first : first + config.minibatch_size]
-            mask = batch.mask[rows].to(device)
-            log_probs = _log_probs(policy, batch, rows, config.temperature)
-            loss, stats = clipped_policy_loss(
-                log_probs,
-                batch.old_log_probs[rows].to(device),
-                batch.advantages[rows].to(device),
-                mask,
-                config.clip_low,
-                config.clip_high,
-            )
-            if reference_log_probs is not None:
-                kl = kl_to_reference(log_probs, reference_log_probs[rows].to(device), mask)
-                loss = loss + config.kl_coef * kl
-                stats["kl_reference"] = kl.item()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip))
-            stats["loss"] = loss.item()
-            optimizer.step()
-            for name, value in stats.items():
-                totals.setdefault(name, []).append(value)
+    stopped_early = False
+    for rows in minibatches:
+        mask = batch.mask[rows].to(device)
+        log_probs = _log_probs(policy, batch, rows, config.temperature)
+        loss, stats = clipped_policy_loss(
+            log_probs,
+            batch.old_log_probs[rows].to(device),
+            batch.advantages[rows].to(device),
+            mask,
+            config.clip_low,
+            config.clip_high,
+        )
+        # The first minibatch is on-policy (its KL is 0 up to rounding), so every update takes a step.
+        if config.target_kl > 0 and totals and stats["approx_kl"] > config.target_kl:
+            stopped_early = True
+            break
+        if reference_log_probs is not None:
+            kl = kl_to_reference(log_probs, reference_log_probs[rows].to(device), mask)
+            loss = loss + config.kl_coef * kl
+            stats["kl_reference"] = kl.item()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip))
+        stats["loss"] = loss.item()
+        optimizer.step()
+        for name, value in stats.items():
+            totals.setdefault(name, []).append(value)
     policy.eval()
-    return {name: float(np.mean(values)) for name, values in totals.items()}
+    summary = {name: float(np.mean(values)) for name, values in totals.items()}
+    summary["gradient_steps"] = float(len(totals["loss"]))
+    summary["stopped_early"] = float(stopped_early)
+    return summary

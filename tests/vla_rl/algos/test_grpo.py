@@ -178,5 +178,33 @@ def test_several_ppo_epochs_move_the_ratio_and_clipping_acts():
     assert gain[0] > gain[1] and gain[2] > gain[3]
 
 
+def test_target_kl_stops_the_update_early_without_changing_the_draws():
+    trajectories = fake_trajectories(tiny_policy())
+    batch = build_decision_batch(trajectories, np.array([1.0, -1.0, 1.0, -1.0]), {"reach": "reach"}, 7)
+    results = {}
+    for target_kl in (0.0, 1e-3):
+        policy = tiny_policy()
+        config = GRPOConfig(
+            ppo_epochs=4, minibatch_size=4, learning_rate=3e-2, grad_clip=10.0, target_kl=target_kl
+        )
+        parameters = list(policy.parameters())
+        generator = torch.Generator().manual_seed(0)
+        stats = update_policy(
+            policy,
+            None,
+            batch,
+            torch.optim.Adam(parameters, lr=config.learning_rate),
+            parameters,
+            config,
+            generator,
+        )
+        results[target_kl] = stats, torch.randint(1 << 30, (1,), generator=generator).item()
+    (full, after_full), (early, after_early) = results[0.0], results[1e-3]
+    # 12 decisions in minibatches of 4, 4 epochs: 12 steps unless the KL bound ends the update.
+    assert full["gradient_steps"] == 12 and full["stopped_early"] == 0.0
+    assert 1 <= early["gradient_steps"] < 12 and early["stopped_early"] == 1.0
+    assert after_full == after_early  # the shuffles were drawn either way
+
+
 def _observation(batch):
     return {**batch.observations, "task": batch.tasks}

@@ -19,10 +19,13 @@ One page, top to bottom: config -> rollout -> reward -> advantage -> loss -> upd
   averaged over every valid token of the minibatch (token-mean), plus an optional k3 KL estimate to the
   frozen starting policy. Tokens of chunk actions that were never executed are masked out.
 - Update: ``ppo_epochs`` passes over the kept decisions in shuffled minibatches, so after the first
-  minibatch the importance ratio really differs from 1 and clipping acts. With ``target_kl`` the update
-  stops at the first minibatch whose approximate KL to the rollout policy exceeds it (a trust region
-  in the spirit of Stable-Baselines3's ``target_kl``): the clip only zeroes the gradients of tokens
-  already outside the ratio band, it does not stop the others from moving the policy further.
+  minibatch the importance ratio really differs from 1 and clipping acts.
+- Learning rate: linear warm-up, then ``learning_rate``; with ``target_kl`` it adapts to how far the
+  updates move the policy (the adaptive schedule of rsl_rl's PPO, with ``learning_rate`` as its
+  ceiling): before each minibatch's step its approximate KL to the rollout policy is read, and the
+  rate is divided by 1.5 above ``2 * target_kl`` and multiplied by 1.5 (up to the ceiling) below
+  ``target_kl / 2``. Adam moves every weight by about the learning rate in its first steps whatever the
+  gradient's size, so one rate can be harmless from one start and destroy the policy from another.
 """
 
 from __future__ import annotations
@@ -71,8 +74,8 @@ class GRPOConfig:
         clip_low: the ratio is clipped below at ``1 - clip_low``.
         clip_high: the ratio is clipped above at ``1 + clip_high``.
         kl_coef: weight of the k3 KL estimate to the frozen starting policy (0: none, no reference kept).
-        target_kl: stop the step's update at the first minibatch whose approximate KL(rollout policy ||
-            policy) per token exceeds this, before its gradient step (0: never stop early).
+        target_kl: approximate KL(rollout policy || policy) per token that the learning rate adapts
+            to, ``learning_rate`` being its ceiling (module docstring; 0: fixed rate after warm-up).
         scale_rewards: what the centred rewards are divided by: the std of their ``group``, of the
             ``batch``, or ``none`` (module docstring).
         filter: dynamic sampling: ``success_band``, ``reward_std`` or ``none`` (module docstring).
@@ -242,6 +245,48 @@ def kl_to_reference(
 
 
 # ----------------------------------------------------------------------------------------------------
+# Learning rate
+
+
+class WarmupAdaptiveLR(torch.optim.lr_scheduler.LRScheduler):
+    """Linear warm-up over ``warmup_steps`` updates, times a scale in [``MIN_SCALE``, 1] set by the KL.
+
+    ``step()`` once per update (the warm-up counts updates); `observe_kl` after each minibatch's KL is
+    known. The scale is part of ``state_dict``, so a resumed run continues at the adapted rate.
+    """
+
+    MIN_SCALE = 1e-3
+    FACTOR = 1.5
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, target_kl: float) -> None:
+        self.warmup_steps = warmup_steps
+        self.target_kl = target_kl
+        self.scale = 1.0
+        super().__init__(optimizer)
+
+    def _rates(self) -> list[float]:
+        warm = min(1.0, (self.last_epoch + 1) / max(1, self.warmup_steps))
+        return [float(base) * warm * self.scale for base in self.base_lrs]
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        """Each parameter group's rate: base rate x warm-up fraction x adapted scale."""
+        return self._rates()
+
+    def observe_kl(self, approx_kl: float) -> None:
+        """Adapt the scale to one minibatch's approximate KL (no-op when ``target_kl`` is 0)."""
+        if self.target_kl <= 0:
+            return
+        if approx_kl > 2 * self.target_kl:
+            self.scale = max(self.MIN_SCALE, self.scale / self.FACTOR)
+        elif approx_kl < self.target_kl / 2:
+            self.scale = min(1.0, self.scale * self.FACTOR)
+        rates = self._rates()
+        for group, rate in zip(self.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+# ----------------------------------------------------------------------------------------------------
 # Update batch: the kept trajectories' decisions, flattened
 
 
@@ -342,9 +387,7 @@ def train_grpo(
     policy.to(device)
     parameters = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup_steps))
-    )
+    scheduler = WarmupAdaptiveLR(optimizer, config.warmup_steps, config.target_kl)
     generator = torch.Generator().manual_seed(config.seed)
     reference = copy.deepcopy(policy).eval().requires_grad_(False) if config.kl_coef > 0 else None
     bookkeeping = LoopBookkeeping(
@@ -403,7 +446,9 @@ def train_grpo(
                 instructions,
                 policy.config.action_dim,
             )
-            update_stats = update_policy(policy, reference, batch, optimizer, parameters, config, generator)
+            update_stats = update_policy(
+                policy, reference, batch, optimizer, scheduler, parameters, config, generator
+            )
             scheduler.step()  # the warm-up counts updates
         update_time = time.perf_counter() - started
 
@@ -434,14 +479,14 @@ def update_policy(
     reference: VLAPolicy | None,
     batch: DecisionBatch,
     optimizer: torch.optim.Optimizer,
+    scheduler: WarmupAdaptiveLR,
     parameters: list[torch.nn.Parameter],
     config: GRPOConfig,
     generator: torch.Generator,
 ) -> dict[str, float]:
-    """``ppo_epochs`` passes of shuffled minibatches, stopped early past ``target_kl``.
+    """``ppo_epochs`` passes of shuffled minibatches; returns the mean of each statistic.
 
-    Returns the mean of each statistic over the minibatches that took a gradient step, plus
-    ``gradient_steps`` and ``stopped_early`` (1.0 when ``target_kl`` ended the update).
+    ``learning_rate`` is the rate of the update's last step (adapted when ``target_kl`` is set).
     """
     device = policy.device
     minibatch_count = -(-len(batch) // config.minibatch_size)
@@ -454,18 +499,16 @@ def update_policy(
                     for rows in np.array_split(np.arange(len(batch)), minibatch_count)
                 ]
             )
-    # Every epoch's order is drawn up front, so the generator advances the same whether or not the
-    # update stops early (a resumed run then draws what an uninterrupted one would).
-    orders = [torch.randperm(len(batch), generator=generator).numpy() for _ in range(config.ppo_epochs)]
-    minibatches = [
-        order[first : first + config.minibatch_size]
-        for order in orders
-        for first in range(0, len(batch), config.minibatch_size)
-    ]
     policy.train()
     totals: dict[str, list[float]] = {}
-    stopped_early = False
-    for rows in minibatches:
+    minibatches = [
+        order[first : first + config.minibatch_size]
+        for order in (
+            torch.randperm(len(batch), generator=generator).numpy() for _ in range(config.ppo_epochs)
+        )
+        for first in range(0, len(batch), config.minibatch_size)
+    ]
+    for index, rows in enumerate(minibatches):
         mask = batch.mask[rows].to(device)
         log_probs = _log_probs(policy, batch, rows, config.temperature)
         loss, stats = clipped_policy_loss(
@@ -476,10 +519,8 @@ def update_policy(
             config.clip_low,
             config.clip_high,
         )
-        # The first minibatch is on-policy (its KL is 0 up to rounding), so every update takes a step.
-        if config.target_kl > 0 and totals and stats["approx_kl"] > config.target_kl:
-            stopped_early = True
-            break
+        if index > 0:  # the first minibatch is on-policy: its KL is 0 and says nothing
+            scheduler.observe_kl(stats["approx_kl"])
         if reference_log_probs is not None:
             kl = kl_to_reference(log_probs, reference_log_probs[rows].to(device), mask)
             loss = loss + config.kl_coef * kl
@@ -489,10 +530,10 @@ def update_policy(
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip))
         stats["loss"] = loss.item()
         optimizer.step()
+        stats["learning_rate"] = float(optimizer.param_groups[0]["lr"])
         for name, value in stats.items():
             totals.setdefault(name, []).append(value)
     policy.eval()
     summary = {name: float(np.mean(values)) for name, values in totals.items()}
-    summary["gradient_steps"] = float(len(totals["loss"]))
-    summary["stopped_early"] = float(stopped_early)
+    summary["learning_rate"] = totals["learning_rate"][-1]
     return summary

@@ -4,6 +4,7 @@ import torch
 
 from vla_rl.algos.grpo import (
     GRPOConfig,
+    WarmupAdaptiveLR,
     build_decision_batch,
     clipped_policy_loss,
     draw_initial_states,
@@ -163,8 +164,9 @@ def test_several_ppo_epochs_move_the_ratio_and_clipping_acts():
     config = GRPOConfig(ppo_epochs=4, minibatch_size=4, learning_rate=3e-2, grad_clip=10.0)
     parameters = list(policy.parameters())
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
+    schedule = WarmupAdaptiveLR(optimizer, config.warmup_steps, config.target_kl)
     stats = update_policy(
-        policy, None, batch, optimizer, parameters, config, torch.Generator().manual_seed(0)
+        policy, None, batch, optimizer, schedule, parameters, config, torch.Generator().manual_seed(0)
     )
     # The first minibatch is exactly on-policy (ratio 1); later ones are not, and the clip removes some
     # tokens' gradients. Both are means over all minibatches.
@@ -178,32 +180,47 @@ def test_several_ppo_epochs_move_the_ratio_and_clipping_acts():
     assert gain[0] > gain[1] and gain[2] > gain[3]
 
 
-def test_target_kl_stops_the_update_early_without_changing_the_draws():
+def test_adaptive_learning_rate_by_hand():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1e-3)
+    schedule = WarmupAdaptiveLR(optimizer, warmup_steps=2, target_kl=0.01)
+    assert schedule.get_last_lr() == pytest.approx([5e-4])  # warm-up: update 1 of 2
+    schedule.observe_kl(0.05)  # > 2 * target: divided by 1.5
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-4 / 1.5)
+    schedule.observe_kl(0.01)  # within [target / 2, 2 * target]: unchanged
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-4 / 1.5)
+    optimizer.step()
+    schedule.step()  # warm-up over: the scale applies to the full rate
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / 1.5)
+    for _ in range(3):
+        schedule.observe_kl(0.001)  # < target / 2: times 1.5, never above the configured rate
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    for _ in range(100):
+        schedule.observe_kl(1.0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * WarmupAdaptiveLR.MIN_SCALE)
+    # The scale is saved with the schedule and restored by a resumed run.
+    restored = WarmupAdaptiveLR(torch.optim.SGD([parameter], lr=1e-3), warmup_steps=2, target_kl=0.01)
+    restored.load_state_dict(schedule.state_dict())
+    assert restored.get_last_lr() == pytest.approx([1e-3 * WarmupAdaptiveLR.MIN_SCALE])
+
+
+def test_target_kl_lowers_the_rate_of_an_update_that_moves_the_policy_too_far():
     trajectories = fake_trajectories(tiny_policy())
     batch = build_decision_batch(trajectories, np.array([1.0, -1.0, 1.0, -1.0]), {"reach": "reach"}, 7)
-    results = {}
-    for target_kl in (0.0, 1e-3):
+    rates = {}
+    for target_kl in (0.0, 1e-4):
         policy = tiny_policy()
         config = GRPOConfig(
             ppo_epochs=4, minibatch_size=4, learning_rate=3e-2, grad_clip=10.0, target_kl=target_kl
         )
         parameters = list(policy.parameters())
+        optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
+        schedule = WarmupAdaptiveLR(optimizer, 0, target_kl)
         generator = torch.Generator().manual_seed(0)
-        stats = update_policy(
-            policy,
-            None,
-            batch,
-            torch.optim.Adam(parameters, lr=config.learning_rate),
-            parameters,
-            config,
-            generator,
-        )
-        results[target_kl] = stats, torch.randint(1 << 30, (1,), generator=generator).item()
-    (full, after_full), (early, after_early) = results[0.0], results[1e-3]
-    # 12 decisions in minibatches of 4, 4 epochs: 12 steps unless the KL bound ends the update.
-    assert full["gradient_steps"] == 12 and full["stopped_early"] == 0.0
-    assert 1 <= early["gradient_steps"] < 12 and early["stopped_early"] == 1.0
-    assert after_full == after_early  # the shuffles were drawn either way
+        stats = update_policy(policy, None, batch, optimizer, schedule, parameters, config, generator)
+        rates[target_kl] = stats["learning_rate"]
+    assert rates[0.0] == pytest.approx(3e-2)
+    assert rates[1e-4] < 3e-2 / 1.5**5  # lowered at most of its 11 KL readings
 
 
 def _observation(batch):

@@ -183,17 +183,26 @@ def test_several_ppo_epochs_move_the_ratio_and_clipping_acts():
 def test_adaptive_learning_rate_by_hand():
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([parameter], lr=1e-3)
+    fixed = WarmupAdaptiveLR(optimizer, warmup_steps=2, target_kl=0.0)
+    assert fixed.get_last_lr() == pytest.approx([5e-4])  # warm-up: update 1 of 2
+    fixed.observe_kl(1.0)  # no target: no adaptation
+    assert fixed.get_last_lr() == pytest.approx([5e-4])
+
+    optimizer = torch.optim.SGD([parameter], lr=1e-3)
     schedule = WarmupAdaptiveLR(optimizer, warmup_steps=2, target_kl=0.01)
-    assert schedule.get_last_lr() == pytest.approx([5e-4])  # warm-up: update 1 of 2
+    start = 5e-4 * WarmupAdaptiveLR.START_SCALE
+    assert schedule.get_last_lr() == pytest.approx([start])
     schedule.observe_kl(0.05)  # > 2 * target: divided by 1.5
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-4 / 1.5)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(start / 1.5)
     schedule.observe_kl(0.01)  # within [target / 2, 2 * target]: unchanged
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-4 / 1.5)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(start / 1.5)
+    schedule.observe_kl(0.001)  # < target / 2: times 1.5
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(start)
     optimizer.step()
     schedule.step()  # warm-up over: the scale applies to the full rate
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / 1.5)
-    for _ in range(3):
-        schedule.observe_kl(0.001)  # < target / 2: times 1.5, never above the configured rate
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * WarmupAdaptiveLR.START_SCALE)
+    for _ in range(20):
+        schedule.observe_kl(0.001)  # never above the configured rate
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
     for _ in range(100):
         schedule.observe_kl(1.0)
@@ -204,11 +213,11 @@ def test_adaptive_learning_rate_by_hand():
     assert restored.get_last_lr() == pytest.approx([1e-3 * WarmupAdaptiveLR.MIN_SCALE])
 
 
-def test_target_kl_lowers_the_rate_of_an_update_that_moves_the_policy_too_far():
+def test_target_kl_adapts_the_rate_to_how_far_an_update_moves_the_policy():
     trajectories = fake_trajectories(tiny_policy())
     batch = build_decision_batch(trajectories, np.array([1.0, -1.0, 1.0, -1.0]), {"reach": "reach"}, 7)
     rates = {}
-    for target_kl in (0.0, 1e-4):
+    for target_kl in (0.0, 1e-6, 10.0):
         policy = tiny_policy()
         config = GRPOConfig(
             ppo_epochs=4, minibatch_size=4, learning_rate=3e-2, grad_clip=10.0, target_kl=target_kl
@@ -219,8 +228,12 @@ def test_target_kl_lowers_the_rate_of_an_update_that_moves_the_policy_too_far():
         generator = torch.Generator().manual_seed(0)
         stats = update_policy(policy, None, batch, optimizer, schedule, parameters, config, generator)
         rates[target_kl] = stats["learning_rate"]
+    start = 3e-2 * WarmupAdaptiveLR.START_SCALE
     assert rates[0.0] == pytest.approx(3e-2)
-    assert rates[1e-4] < 3e-2 / 1.5**5  # lowered at most of its 11 KL readings
+    # 12 minibatches, 11 KL readings: a tiny target lowers the rate at readings past the first step, a
+    # large one raises it at every reading up to the ceiling.
+    assert rates[1e-6] < start / 1.5**5
+    assert rates[10.0] == pytest.approx(min(3e-2, start * 1.5**11))
 
 
 def _observation(batch):

@@ -21,8 +21,9 @@ One page, top to bottom: config -> rollout -> reward -> advantage -> loss -> upd
 - Update: ``ppo_epochs`` passes over the kept decisions in shuffled minibatches, so after the first
   minibatch the importance ratio really differs from 1 and clipping acts.
 - Learning rate: linear warm-up over ``warmup_steps`` updates, then ``learning_rate``. With ``target_kl``
-  it follows how far the updates move the policy instead (the adaptive schedule of rsl_rl's PPO, with
-  ``learning_rate`` as its ceiling): it starts at 1% of ``learning_rate``, and before each minibatch's
+  it is also scaled by how far the updates move the policy (the adaptive schedule of rsl_rl's PPO, with
+  ``learning_rate`` as its ceiling; the 1% start makes the warm-up unnecessary, ``warmup_steps=0``):
+  the scale starts at 1%, and before each minibatch's
   step that minibatch's approximate KL to the rollout policy is read and the rate divided by 1.5 above
   ``2 * target_kl`` and multiplied by 1.5 (up to the ceiling) below ``target_kl / 2``. Adam moves every
   weight by about the learning rate in its first steps whatever the gradient's size: a first update at

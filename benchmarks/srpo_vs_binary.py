@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/srpo_vs_binary.py                      # the default pipeline, seeds 0 1 2
-    .venv/bin/python benchmarks/srpo_vs_binary.py --seeds 0 1 rl.steps=40 rl.device=cuda
+    .venv/bin/python benchmarks/srpo_vs_binary.py rl.steps=40 rl.device=cuda --seeds 0 1
 
 The arms are `vla-rl-train` itself: the script composes its config (``configs/train.yaml`` and the Hydra
 overrides given), runs stages 1-3 once in ``<work-dir>/start`` (demonstrations, SFT and its evaluation,

@@ -7,7 +7,8 @@ Usage::
 Takes a ``vla-rl-train`` run directory with its SFT policy (``sft_policy/``) and world model
 (``world_model/``), rolls the policy out at temperature 1 from ``train`` initial states it never saw in
 training (ids from 400 up; SFT used the first demonstrations, RL draws uniformly), and scores each reward
-on those trajectories:
+on those trajectories, each also with ``reward.srpo.relative_to_start`` (embeddings minus the first
+frame's):
 
 - monotonicity: Spearman correlation of progress with time along each successful trajectory (progress
   of a prefix = minus the latent distance to the nearest success-cluster centre of the *other*
@@ -101,11 +102,13 @@ def main() -> None:
     scored = [group for group in scored if sum(t.success for t in group) >= 2]
     if not scored:
         raise SystemExit("no task had two successful rollouts: nothing to score (train the policy longer)")
-    for name, encoder in (
-        ("srpo (world model)", world_model),
-        ("pixel", PixelClipEncoder(config.pixel_size)),
+    for name, encoder, relative_to_start in (
+        ("srpo (world model)", world_model, False),
+        ("srpo (world model), relative to the first frame", world_model, True),
+        ("pixel", PixelClipEncoder(config.pixel_size), False),
+        ("pixel, relative to the first frame", PixelClipEncoder(config.pixel_size), True),
     ):
-        embedder = TrajectoryEmbedder(encoder, args.num_frames)
+        embedder = TrajectoryEmbedder(encoder, args.num_frames, relative_to_start=relative_to_start)
         progress = LatentProgress(embedder, config)
         rewards = srpo_rewards(embedder.embed(trajectories), success, task_ids, config)
         aucs = [

@@ -47,6 +47,11 @@ class TrajectoryEmbedder:
 
     The cache key is a BLAKE2b digest of the sampled clip (its shape and bytes), so embedding the same
     frames again, within one call or across calls, does not call the encoder.
+
+    With ``relative_to_start`` a video's embedding is its clip's latent minus the latent of its first
+    frame alone: what changed during the episode, with what stays constant in it (the scene's layout)
+    largely removed. Rollouts of one GRPO group share their first frame, so that costs one encoded frame
+    per group. This is our variant, not part of SRPO's published rule.
     """
 
     def __init__(
@@ -55,6 +60,7 @@ class TrajectoryEmbedder:
         num_frames: int = DEFAULT_NUM_FRAMES,
         batch_size: int = 8,
         cache_size: int = 1024,
+        relative_to_start: bool = False,
     ) -> None:
         """Wrap ``encoder``.
 
@@ -63,6 +69,7 @@ class TrajectoryEmbedder:
             num_frames: frames sampled per video (F).
             batch_size: clips per call to the encoder.
             cache_size: embeddings kept (least recently used ones are evicted); 0 disables the cache.
+            relative_to_start: subtract each video's first-frame latent from its embedding.
 
         """
         if num_frames < 1:
@@ -75,6 +82,7 @@ class TrajectoryEmbedder:
         self.num_frames = num_frames
         self.batch_size = batch_size
         self.cache_size = cache_size
+        self.relative_to_start = relative_to_start
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
     @property
@@ -94,6 +102,13 @@ class TrajectoryEmbedder:
         if any(clip.shape != clips[0].shape for clip in clips):
             shapes = sorted({str(clip.shape[1:]) for clip in clips})
             raise ValueError(f"videos must share one frame size, got {', '.join(shapes)}")
+        embeddings = self._embed_clips(clips)
+        if self.relative_to_start:
+            embeddings -= self._embed_clips([np.ascontiguousarray(clip[:1]) for clip in clips])
+        return embeddings
+
+    def _embed_clips(self, clips: list[np.ndarray]) -> np.ndarray:
+        """Clips, each uint8 ``[F, H, W, 3]`` of one shape -> float32 ``[N, D]``, through the cache."""
         keys = [self._key(clip) for clip in clips]
         embeddings: dict[bytes, np.ndarray] = {}
         missing: dict[bytes, np.ndarray] = {}

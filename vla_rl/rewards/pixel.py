@@ -8,8 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vla_rl.rewards.embedding import TrajectoryEmbedder
-from vla_rl.rewards.srpo import SRPOReward, SRPORewardConfig
+from vla_rl.rewards.srpo import SRPOReward, SRPORewardConfig, reward_embedder
 from vla_rl.world_model.base import ClipEncoder
 
 
@@ -48,10 +47,4 @@ class PixelClipEncoder:
 
 def build_pixel_reward(encoder: ClipEncoder | None, config: SRPORewardConfig) -> SRPOReward:
     """The ``pixel`` registry entry: `SRPOReward` over a `PixelClipEncoder` (``encoder`` is not used)."""
-    embedder = TrajectoryEmbedder(
-        PixelClipEncoder(config.pixel_size),
-        num_frames=config.num_frames,
-        batch_size=config.embed_batch_size,
-        cache_size=config.cache_size,
-    )
-    return SRPOReward(embedder, config)
+    return SRPOReward(reward_embedder(PixelClipEncoder(config.pixel_size), config), config)

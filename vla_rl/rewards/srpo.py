@@ -56,6 +56,9 @@ class SRPORewardConfig:
         embed_batch_size: clips per call to the encoder.
         cache_size: trajectory embeddings kept in the embedder's LRU cache.
         pixel_size: side of the downsampled frames of the ``pixel`` baseline's encoder.
+        relative_to_start: embed each trajectory as its latent minus its first frame's
+            (`TrajectoryEmbedder`), so distances compare what changed rather than where things stand; our
+            variant, off in SRPO's published rule.
 
     """
 
@@ -70,6 +73,7 @@ class SRPORewardConfig:
     embed_batch_size: int = 8
     cache_size: int = 1024
     pixel_size: int = 16
+    relative_to_start: bool = False
 
     def __post_init__(self) -> None:
         for key in ("dbscan_eps", "alpha", "beta"):
@@ -181,14 +185,19 @@ class SRPOReward:
         return srpo_rewards(embeddings, success, task_ids, self.config)
 
 
-def build_srpo_reward(encoder: ClipEncoder | None, config: SRPORewardConfig) -> SRPOReward:
-    """The ``srpo`` registry entry: `SRPOReward` over the world model's ``encoder`` (required)."""
-    if encoder is None:
-        raise ValueError("the srpo reward needs a world-model encoder (a ClipEncoder), got encoder=None")
-    embedder = TrajectoryEmbedder(
+def reward_embedder(encoder: ClipEncoder, config: SRPORewardConfig) -> TrajectoryEmbedder:
+    """The `TrajectoryEmbedder` over ``encoder`` with ``config``'s embedding settings."""
+    return TrajectoryEmbedder(
         encoder,
         num_frames=config.num_frames,
         batch_size=config.embed_batch_size,
         cache_size=config.cache_size,
+        relative_to_start=config.relative_to_start,
     )
-    return SRPOReward(embedder, config)
+
+
+def build_srpo_reward(encoder: ClipEncoder | None, config: SRPORewardConfig) -> SRPOReward:
+    """The ``srpo`` registry entry: `SRPOReward` over the world model's ``encoder`` (required)."""
+    if encoder is None:
+        raise ValueError("the srpo reward needs a world-model encoder (a ClipEncoder), got encoder=None")
+    return SRPOReward(reward_embedder(encoder, config), config)

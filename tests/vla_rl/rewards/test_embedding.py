@@ -94,3 +94,19 @@ def test_embedder_checks_the_encoder_output_shape() -> None:
 
     with pytest.raises(ValueError, match="expected"):
         TrajectoryEmbedder(WrongEncoder()).embed_videos([constant_frames(1)])
+
+
+def test_relative_to_start_subtracts_the_first_frame_latent() -> None:
+    encoder = CountingEncoder()
+    embedder = TrajectoryEmbedder(encoder, num_frames=4, relative_to_start=True)
+    # Grey levels 40, 60, 80, 100 over 4 frames: clip mean 70, first frame 40 -> (70 - 40) / 255.
+    ramp = np.stack([constant_frames(level, length=1)[0] for level in (40, 60, 80, 100)])
+    # The same ramp shifted by 100 grey levels (another "layout"): the same change, the same embedding.
+    shifted = ramp + np.uint8(100)
+    embeddings = embedder.embed_videos([ramp, shifted, ramp + np.uint8(0)])
+    np.testing.assert_allclose(embeddings[:, 0], [30 / 255] * 3, rtol=1e-6)
+    # Two distinct clips and two distinct first frames; the third video hits the cache for both.
+    assert encoder.clips_encoded == 4
+    assert sorted(clips.shape[1] for clips in encoder.calls) == [1, 4]
+    plain = TrajectoryEmbedder(CountingEncoder(), num_frames=4).embed_videos([ramp, shifted])
+    np.testing.assert_allclose(plain[:, 0], [70 / 255, 170 / 255], rtol=1e-6)

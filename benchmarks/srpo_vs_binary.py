@@ -118,9 +118,10 @@ def run(args: argparse.Namespace, start_config: TrainConfig, env: BatchedEnv) ->
     try:
         start = Pipeline(start_config, env, metrics)
         demos = start.demonstrations()
-        sft = start.evaluation(start.supervised(demos), "eval_sft.json", videos=False)
+        sft_policy = start.supervised(demos)
+        sft = start.evaluation(sft_policy, "eval_sft.json", videos=False)
         if "srpo" in args.rewards:
-            start.world_model(demos)
+            start.world_model(demos, sft_policy)
     finally:
         metrics.close()
     start_wall_s = time.perf_counter() - start_started  # of this process (little when read back)

@@ -309,6 +309,10 @@ class WorldModelStageConfig:
             ``vjepa2`` (a V-JEPA 2 `transformers` checkpoint in the local directory ``path``).
         path: a saved in-house world model or a V-JEPA 2 directory; null trains a ``jepa`` one.
         camera: the camera whose frames it embeds; null: the env's first camera.
+        policy_rollouts: rollouts of the SFT policy per task (temperature 1, the first ``train``
+            initial states) whose videos are added to the demonstrations' for training a ``jepa`` one:
+            the demonstrations only ever succeed, the policy's failures show the latent what a missed
+            task looks like. 0: the demonstrations alone.
         model: architecture of the in-house model.
         train: its training settings.
 
@@ -317,11 +321,14 @@ class WorldModelStageConfig:
     kind: str = "jepa"
     path: str | None = None
     camera: str | None = None
+    policy_rollouts: int = 0
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     train: WorldModelTrainConfig = field(default_factory=WorldModelTrainConfig)
 
     def __post_init__(self) -> None:
         _check_choice("world_model.kind", self.kind, ("jepa", "vjepa2"))
+        if self.policy_rollouts < 0:
+            raise ValueError(f"world_model.policy_rollouts must be >= 0, got {self.policy_rollouts}")
         if self.kind == "vjepa2" and not self.path:
             raise ValueError("world_model.kind=vjepa2 needs world_model.path=<local V-JEPA 2 directory>")
 

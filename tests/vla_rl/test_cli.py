@@ -94,6 +94,8 @@ def test_smoke_pipeline_runs_end_to_end_and_resumes_after_a_kill(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "SFT already done" in output and "world model loaded" in output
+    # The world model learned from the 2 demonstrations and 1 SFT-policy rollout of each task.
+    assert "on 4 demonstration and 2 SFT-policy videos" in (run_dir / "train.log").read_text()
     assert f"resuming GRPO from step {killed_at}" in output or killed_at == 3
     report = json.loads((run_dir / "report.json").read_text())
     for label in ("SFT policy", "after RL", "scripted expert"):

@@ -6,7 +6,7 @@ from sim.mujoco.arm.env import ArmBatchedEnv
 from sim.mujoco.so101.env import So101BatchedEnv
 from vla_rl.config import DemosConfig
 from vla_rl.data.demos import collect_demonstrations, dataset_features, expert_episodes
-from vla_rl.data.frames import frames_from_episodes, load_frames
+from vla_rl.data.frames import frames_from_episodes, load_frames, resize_video
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +97,15 @@ def test_dart_noise_must_be_a_small_nonnegative_standard_deviation():
         DemosConfig(action_noise=-0.1)
     with pytest.raises(ValueError, match="action_noise"):
         DemosConfig(action_noise=2.0)
+
+
+def test_resize_video_keeps_uint8_frames_and_their_content():
+    video = np.zeros((3, 8, 8, 3), dtype=np.uint8)
+    video[1] = 200
+    video[2, :4] = 255  # top half white
+    small = resize_video(video, 4)
+    assert small.shape == (3, 4, 4, 3) and small.dtype == np.uint8
+    assert (small[0] == 0).all() and (small[1] == 200).all()
+    # Top row white, bottom row black (antialiasing blends the two middle rows).
+    assert (small[2, 0] == 255).all() and (small[2, 3] == 0).all()
+    assert resize_video(video, 8) is video

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -27,7 +28,8 @@ from vla_rl.algos.sft import train_sft
 from vla_rl.cli import CONFIG_DIR, log, summarize, to_config
 from vla_rl.config import TrainConfig
 from vla_rl.data.demos import collect_demonstrations
-from vla_rl.data.frames import load_frames
+from vla_rl.data.frames import load_frames, resize_video
+from vla_rl.data.rollouts import collect_trajectories
 from vla_rl.envs import make_env
 from vla_rl.evaluation import EvalResult, evaluate, plot_metric, plot_success, write_report
 from vla_rl.io import write_json_atomic
@@ -79,7 +81,7 @@ class Pipeline:
         results: dict[str, EvalResult] = {"SFT policy": before}
         if config.rl.steps > 0:
             self.metrics.log(0, {"eval/success_rate": before.mean_success})
-            reward = self.reward(demos)
+            reward = self.reward(demos, policy)
             policy, after = self.reinforce(policy, reward)
             results["after RL"] = after
             log.info("stage 4/5: RL policy %.1f%% on eval states", 100 * after.mean_success)
@@ -158,15 +160,19 @@ class Pipeline:
         policy.save_pretrained(directory)
         return policy
 
-    def reward(self, demos: Path) -> RewardModel:
+    def reward(self, demos: Path, policy: VLAPolicy) -> RewardModel:
         """Stage 3: the reward model (with its world model for ``srpo``)."""
         config = self.config
-        encoder = self.world_model(demos) if config.reward.name == "srpo" else None
+        encoder = self.world_model(demos, policy) if config.reward.name == "srpo" else None
         log.info("stage 3/5: reward %s", config.reward.name)
         return build_reward(config.reward.name, encoder, config.reward.srpo)
 
-    def world_model(self, demos: Path) -> ClipEncoder:
-        """The clip encoder of the ``srpo`` reward: V-JEPA 2, a saved model, or one trained on the demos."""
+    def world_model(self, demos: Path, policy: VLAPolicy) -> ClipEncoder:
+        """The clip encoder of the ``srpo`` reward: V-JEPA 2, a saved model, or one trained here.
+
+        A trained one learns from the demonstrations' videos and ``world_model.policy_rollouts`` rollouts
+        of ``policy`` (the SFT policy) per task.
+        """
         stage, directory = self.config.world_model, self.run_dir / WORLD_MODEL
         if stage.kind == "vjepa2":
             from vla_rl.world_model.vjepa2 import VJEPA2ClipEncoder
@@ -182,7 +188,13 @@ class Pipeline:
             frames.images[frames.episode == index, 0].permute(0, 2, 3, 1).numpy()
             for index in frames.episode.unique().tolist()
         ]
-        log.info("stage 3/5: training the world model on %d demonstration videos", len(episodes))
+        if stage.policy_rollouts:
+            episodes += self._rollout_videos(policy, stage.policy_rollouts, stage.model.image_size)
+        log.info(
+            "stage 3/5: training the world model on %d demonstration and %d SFT-policy videos",
+            frames.episode.unique().numel(),
+            stage.policy_rollouts * len(self.tasks),
+        )
         torch.manual_seed(self.config.seed)
         model = WorldModel(stage.model)
         losses = train_world_model(model, episodes, stage.train)
@@ -190,6 +202,30 @@ class Pipeline:
             self.metrics.log(step + 1, {"world_model/loss": losses[step]})
         model.save_pretrained(directory)
         return model
+
+    def _rollout_videos(self, policy: VLAPolicy, per_task: int, image_size: int) -> list[np.ndarray]:
+        """Videos of ``policy``'s failures and successes, for the world model to learn from.
+
+        ``per_task`` rollouts at temperature 1 from the first ``train`` initial states of each task ->
+        their world-model camera's frames, uint8 ``[T, image_size, image_size, 3]`` each.
+        """
+        trajectories = collect_trajectories(
+            self.env,
+            policy,
+            [(task, state) for task in self.tasks for state in range(per_task)],
+            "train",
+            1.0,
+            self.config.policy.execute_steps or policy.config.chunk_size,
+            self.config.world_model_camera(),
+            {task: index for index, task in enumerate(self.tasks)},
+            progress="world-model rollouts",
+        )
+        log.info(
+            "stage 3/5: %d of %d SFT-policy rollouts succeeded",
+            sum(t.success for t in trajectories),
+            len(trajectories),
+        )
+        return [resize_video(t.frames, image_size) for t in trajectories]
 
     def reinforce(self, policy: VLAPolicy, reward: RewardModel) -> tuple[VLAPolicy, EvalResult]:
         """Stage 4: GRPO from the SFT policy; returns the RL policy and its final evaluation."""

@@ -193,3 +193,12 @@ def _action_chunks(
     valid = target <= last_of_episode[:, None]
     clamped = torch.minimum(target, last_of_episode[:, None])
     return actions[clamped], valid
+
+
+def resize_video(video: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` -> uint8 ``[T, image_size, image_size, 3]``, resized as `load_frames` does."""
+    if video.shape[1:3] == (image_size, image_size):
+        return video
+    views = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255
+    views = F.interpolate(views, size=(image_size, image_size), mode="bilinear", antialias=True)
+    return (views * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -113,12 +113,7 @@ def frames_from_episodes(
             views = torch.stack(
                 [torch.from_numpy(np.asarray(observation[image_key(camera)])) for camera in cameras]
             ).permute(0, 3, 1, 2)  # [C, 3, H, W] uint8
-            if views.shape[-1] != image_size or views.shape[-2] != image_size:
-                scaled = F.interpolate(
-                    views.float(), size=(image_size, image_size), mode="bilinear", antialias=True
-                )
-                views = scaled.round().clamp(0, 255).to(torch.uint8)
-            images.append(views)
+            images.append(_resize_uint8(views, image_size))
             states.append(torch.as_tensor(observation[OBS_STATE], dtype=torch.float32))
             actions.append(torch.as_tensor(episode.actions[step], dtype=torch.float32))
             tasks.append(str(observation[TASK]))
@@ -199,6 +194,12 @@ def resize_video(video: np.ndarray, image_size: int) -> np.ndarray:
     """uint8 ``[T, H, W, 3]`` -> uint8 ``[T, image_size, image_size, 3]``, resized as `load_frames` does."""
     if video.shape[1:3] == (image_size, image_size):
         return video
-    views = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255
-    views = F.interpolate(views, size=(image_size, image_size), mode="bilinear", antialias=True)
-    return (views * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return _resize_uint8(torch.from_numpy(video).permute(0, 3, 1, 2), image_size).permute(0, 2, 3, 1).numpy()
+
+
+def _resize_uint8(views: torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 ``[N, 3, H, W]`` -> uint8 ``[N, 3, image_size, image_size]`` (bilinear, antialiased)."""
+    if views.shape[-2:] == (image_size, image_size):
+        return views
+    scaled = F.interpolate(views.float(), size=(image_size, image_size), mode="bilinear", antialias=True)
+    return scaled.round().clamp(0, 255).to(torch.uint8)

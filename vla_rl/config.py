@@ -87,14 +87,30 @@ class MujocoEnvConfig(EnvConfig):
 
     Attributes:
         num_threads: MuJoCo rollout threads; null means one per core.
+        render_workers: render processes; null means one per core from 4 envs (else in-process), 0
+            renders in-process. Set it when several runs share a many-core machine.
 
     """
 
     num_threads: int | None = None
+    render_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_threads is not None:
+            _check_positive("env.num_threads", self.num_threads)
+        if self.render_workers is not None and self.render_workers < 0:
+            raise ValueError(
+                f"env.render_workers must be >= 0 (0: render in-process), got {self.render_workers}"
+            )
 
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the env class's constructor (besides ``autoreset_mode``)."""
-        return {**super().env_kwargs(), "num_threads": self.num_threads}
+        return {
+            **super().env_kwargs(),
+            "num_threads": self.num_threads,
+            "render_workers": self.render_workers,
+        }
 
 
 @dataclass

@@ -133,6 +133,8 @@ def test_smoke_pipeline_runs_end_to_end_and_resumes_after_a_kill(tmp_path):
         ("demos.split=test", "demos.split='test' is not valid; choose one of: train, eval"),
         ("eval.episodes_per_task=0", "eval.episodes_per_task must be within [1, 50]"),
         ("sft.environment_state_weight=-1", "sft.environment_state_weight must be >= 0, got -1"),
+        ("env.num_threads=0", "env.num_threads must be >= 1, got 0"),
+        ("env.render_workers=-1", "env.render_workers must be >= 0 (0: render in-process), got -1"),
     ],
 )
 def test_bad_configs_fail_with_a_message_naming_the_key(tmp_path, override, message):

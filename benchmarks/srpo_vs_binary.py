@@ -4,17 +4,22 @@ Usage::
 
     .venv/bin/python benchmarks/srpo_vs_binary.py                      # the default pipeline, seeds 0 1 2
     .venv/bin/python benchmarks/srpo_vs_binary.py rl.steps=40 rl.device=cuda --seeds 0 1
+    # a many-core machine: every arm its own process, one thread each
+    .venv/bin/python benchmarks/srpo_vs_binary.py --seeds 0 1 2 3 4 5 6 --parallel 14 \
+        env.num_threads=1 env.render_workers=0 eval.episodes_per_task=50
 
 The arms are `vla-rl-train` itself: the script composes its config (``configs/train.yaml`` and the Hydra
 overrides given), runs stages 1-3 once in ``<work-dir>/start`` (demonstrations, SFT and its evaluation,
 the world model), then for every (reward, seed) the whole pipeline in ``<work-dir>/<reward>/seed<k>``
 with ``reward.name`` and ``rl.seed`` set and the start's SFT policy, SFT evaluation and world model
-copied in: the arms differ only in the reward and the RL seed. Like `vla-rl-train`, a killed run resumes
-(finished arms are read back, an interrupted one continues from its last checkpoint). Reports per reward
-the success-vs-step curves, the RL steps to 90% success, the final success, RL throughput (env steps/s,
-trajectories/s) and where the time goes (rollout, reward, update). Writes
-``benchmarks/results/srpo_vs_binary.json`` and ``.png`` and prints a table. The targets (issue 4): SRPO
-reaches 90% in at most half the RL steps binary needs; final SRPO success >= 95%.
+copied in: the arms differ only in the reward and the RL seed. With ``--parallel N`` the arms run as N
+concurrent ``vla-rl-train`` processes (each with ``cores / N`` torch threads, its console output in
+``<arm>/console.log``) instead of one after another in this process. Like `vla-rl-train`, a killed run
+resumes (finished arms are read back, an interrupted one continues from its last checkpoint). Reports per
+reward the success-vs-step curves, the RL steps to 90% success, the final success, RL throughput (env
+steps/s, trajectories/s) and where the time goes (rollout, reward, update). Writes
+``srpo_vs_binary.json`` and ``.png`` to ``--results`` (``benchmarks/results``) and prints a table. The
+targets (issue 4): SRPO reaches 90% in at most half the RL steps binary needs; final SRPO success >= 95%.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -95,8 +102,14 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="RL seeds (rl.seed)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/srpo_vs_binary"))
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="arms run at once, each in its own process (1: in-process)"
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and PNG go")
     parser.add_argument("overrides", nargs="*", help="vla-rl-train overrides, e.g. rl.steps=40")
     args = parser.parse_args()
+    if args.parallel < 1:
+        parser.error(f"--parallel must be >= 1, got {args.parallel}")
     started = time.perf_counter()
     config = compose_config("train", TrainConfig, *args.overrides, f"run_dir={args.work_dir / 'start'}")
     env = make_env(config.env)
@@ -105,10 +118,10 @@ def main() -> None:
     finally:
         env.close()
     report["wall_s"] = time.perf_counter() - started
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "srpo_vs_binary.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(RESULTS / "srpo_vs_binary.png", report["arms"])
-    print_table(report)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "srpo_vs_binary.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(args.results / "srpo_vs_binary.png", report["arms"])
+    print_table(report, args.results)
 
 
 def run(args: argparse.Namespace, start_config: TrainConfig, env: BatchedEnv) -> dict[str, Any]:
@@ -127,37 +140,23 @@ def run(args: argparse.Namespace, start_config: TrainConfig, env: BatchedEnv) ->
     start_wall_s = time.perf_counter() - start_started  # of this process (little when read back)
     print(f"SFT start: {100 * sft.mean_success:.1f}%", flush=True)
 
-    arms: dict[str, dict[str, Any]] = {}
-    for reward_name in args.rewards:
-        for seed in args.seeds:
-            name, run_dir = f"{reward_name}/seed{seed}", args.work_dir / reward_name / f"seed{seed}"
-            copy_start(start_dir, run_dir)
-            config = compose_config(
-                "train",
-                TrainConfig,
-                *args.overrides,
-                f"reward.name={reward_name}",
-                f"rl.seed={seed}",
-                f"run_dir={run_dir}",
-            )
-            print(f"arm {name}", flush=True)
-            arm_started = time.perf_counter()
-            metrics = MetricsLogger(run_dir)
-            try:
-                Pipeline(config, env, metrics).run()
-            finally:
-                metrics.close()
-            values = read_metrics(run_dir / "metrics.csv")
-            curve = values["eval/success_rate"]
-            arms[name] = {
-                "curve": {str(step): value for step, value in sorted(curve.items())},
-                "steps_to_90": steps_to_reach(curve, 0.9),
-                "final_success": curve[max(curve)],
-                "env_steps_per_s": float(np.mean(list(values["rl/env_steps_per_s"].values()))),
-                "trajectories_per_s": float(np.mean(list(values["rl/trajectories_per_s"].values()))),
-                "time_s": {key[8:-2]: float(sum(values[key].values())) for key in TIME_METRICS},
-                "wall_s": time.perf_counter() - arm_started,  # of this process (less when resumed)
-            }
+    jobs = {
+        f"{reward_name}/seed{seed}": (
+            args.work_dir / reward_name / f"seed{seed}",
+            [*args.overrides, f"reward.name={reward_name}", f"rl.seed={seed}"],
+        )
+        for reward_name in args.rewards
+        for seed in args.seeds
+    }
+    for run_dir, _ in jobs.values():
+        copy_start(start_dir, run_dir)
+    if args.parallel == 1:
+        walls = {
+            name: run_in_process(name, run_dir, overrides, env) for name, (run_dir, overrides) in jobs.items()
+        }
+    else:
+        walls = run_in_processes(jobs, args.parallel)
+    arms = {name: summarize_arm(run_dir / "metrics.csv", walls[name]) for name, (run_dir, _) in jobs.items()}
     by_reward = {}
     for reward_name in args.rewards:
         runs = [arm for name, arm in arms.items() if name.startswith(reward_name + "/")]
@@ -182,6 +181,68 @@ def run(args: argparse.Namespace, start_config: TrainConfig, env: BatchedEnv) ->
     }
 
 
+def run_in_process(name: str, run_dir: Path, overrides: list[str], env: BatchedEnv) -> float:
+    """One arm's pipeline in this process, on the shared env; returns its wall time."""
+    config = compose_config("train", TrainConfig, *overrides, f"run_dir={run_dir}")
+    print(f"arm {name}", flush=True)
+    started = time.perf_counter()
+    metrics = MetricsLogger(run_dir)
+    try:
+        Pipeline(config, env, metrics).run()
+    finally:
+        metrics.close()
+    return time.perf_counter() - started
+
+
+def run_in_processes(jobs: dict[str, tuple[Path, list[str]]], parallel: int) -> dict[str, float]:
+    """Every arm as a ``vla-rl-train`` process, ``parallel`` at a time; returns their wall times.
+
+    Raises:
+        RuntimeError: an arm's process failed (the message names its console log).
+    """
+    threads = str(max(1, (os.cpu_count() or 1) // parallel))
+    child_env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    pending, running, walls = list(jobs.items()), {}, {}
+    while pending or running:
+        while pending and len(running) < parallel:
+            name, (run_dir, overrides) = pending.pop(0)
+            console = (run_dir / "console.log").open("w")
+            command = [sys.executable, "-m", "vla_rl.cli.train", *overrides, f"run_dir={run_dir}"]
+            process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT, env=child_env)
+            console.close()  # the child holds its own descriptor
+            running[name] = (process, time.perf_counter(), run_dir)
+            print(f"arm {name} started", flush=True)
+        time.sleep(1.0)
+        for name, (process, started, run_dir) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[name]
+            if process.returncode != 0:
+                for other, *_ in running.values():
+                    other.terminate()
+                raise RuntimeError(
+                    f"arm {name} failed (exit {process.returncode}); see {run_dir / 'console.log'}"
+                )
+            walls[name] = time.perf_counter() - started
+            print(f"arm {name} done in {walls[name]:.0f} s ({len(walls)}/{len(jobs)})", flush=True)
+    return walls
+
+
+def summarize_arm(metrics_path: Path, wall_s: float) -> dict[str, Any]:
+    """An arm's curve, steps to 90%, final success, throughput and time split from its metrics."""
+    values = read_metrics(metrics_path)
+    curve = values["eval/success_rate"]
+    return {
+        "curve": {str(step): value for step, value in sorted(curve.items())},
+        "steps_to_90": steps_to_reach(curve, 0.9),
+        "final_success": curve[max(curve)],
+        "env_steps_per_s": float(np.mean(list(values["rl/env_steps_per_s"].values()))),
+        "trajectories_per_s": float(np.mean(list(values["rl/trajectories_per_s"].values()))),
+        "time_s": {key[8:-2]: float(sum(values[key].values())) for key in TIME_METRICS},
+        "wall_s": wall_s,  # of the arm's run here (less when resumed)
+    }
+
+
 def copy_start(start_dir: Path, run_dir: Path) -> None:
     """The shared SFT policy, its evaluation and the world model into an arm's run directory, once."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -198,7 +259,7 @@ def copy_start(start_dir: Path, run_dir: Path) -> None:
         partial.replace(target)  # whole or absent: a killed copy is redone
 
 
-def print_table(report: dict[str, Any]) -> None:
+def print_table(report: dict[str, Any], results: Path) -> None:
     """The summary table (Markdown)."""
     machine = report["machine"]
     print(
@@ -217,7 +278,7 @@ def print_table(report: dict[str, Any]) -> None:
             f"{len(report['settings']['seeds'])} | {row['env_steps_per_s']:.0f} | "
             f"{row['trajectories_per_s']:.2f} | {split} |"
         )
-    print(f"\nwrote {RESULTS / 'srpo_vs_binary.json'} and .png ({report['wall_s']:.0f} s)")
+    print(f"\nwrote {results / 'srpo_vs_binary.json'} and .png ({report['wall_s']:.0f} s)")
 
 
 if __name__ == "__main__":

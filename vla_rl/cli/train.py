@@ -294,3 +294,7 @@ class Pipeline:
         )
         policy.train(was_training)
         return result
+
+
+if __name__ == "__main__":  # `python -m vla_rl.cli.train`: benchmarks start arms this way
+    main()

@@ -70,7 +70,7 @@ def steps_to_reach(curve: dict[int, float], level: float) -> int | None:
 
 
 def plot(path: Path, arms: dict[str, dict[str, Any]]) -> None:
-    """Eval success vs RL step, one line per arm (colour per reward)."""
+    """Eval success vs RL step: a thin line per arm and the mean of each reward's arms (colour per reward)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,10 +78,21 @@ def plot(path: Path, arms: dict[str, dict[str, Any]]) -> None:
 
     colours = {"srpo": "tab:blue", "binary": "tab:orange", "pixel": "tab:green"}
     figure, axis = plt.subplots(figsize=(6.5, 4))
+    by_reward: dict[str, list[dict[str, float]]] = defaultdict(list)
     for name, arm in arms.items():
-        steps = [int(step) for step in arm["curve"]]
-        values = [100 * value for value in arm["curve"].values()]
-        axis.plot(steps, values, color=colours[name.split("/")[0]], label=name, marker=".")
+        by_reward[name.split("/")[0]].append(arm["curve"])
+    for reward, curves in by_reward.items():
+        for curve in curves:
+            steps = [int(step) for step in curve]
+            axis.plot(
+                steps, [100 * value for value in curve.values()], color=colours[reward], alpha=0.35, lw=1
+            )
+        shared = [step for step in curves[0] if all(step in curve for curve in curves)]
+        mean = [100 * float(np.mean([curve[step] for curve in curves])) for step in shared]
+        label = f"{reward}: mean of {len(curves)}" if len(curves) > 1 else reward
+        axis.plot(
+            [int(step) for step in shared], mean, color=colours[reward], lw=2.5, marker="o", label=label
+        )
     axis.axhline(90, color="grey", linestyle=":", linewidth=1)
     axis.set_xlabel("RL step")
     axis.set_ylabel("success on eval states (%)")

@@ -215,7 +215,7 @@ class Pipeline:
             [(task, state) for task in self.tasks for state in range(per_task)],
             "train",
             1.0,
-            self.config.policy.execute_steps or policy.config.chunk_size,
+            self._execute_steps(policy),
             self.config.world_model_camera(),
             {task: index for index, task in enumerate(self.tasks)},
             progress="world-model rollouts",
@@ -246,7 +246,7 @@ class Pipeline:
 
         instructions = {task: self.env.task_specs[task].instruction for task in self.tasks}
         num_train_states = min(self.env.task_specs[task].num_train_states for task in self.tasks)
-        execute_steps = config.policy.execute_steps or policy.config.chunk_size
+        execute_steps = self._execute_steps(policy)
         policy = train_grpo(
             policy,
             self.env,
@@ -265,6 +265,10 @@ class Pipeline:
 
         write_json_atomic(self.run_dir / "eval_rl.json", final["result"].as_dict())
         return policy, final["result"]
+
+    def _execute_steps(self, policy: VLAPolicy) -> int:
+        """Actions of each chunk executed before re-planning: ``policy.execute_steps``, else all K."""
+        return self.config.policy.execute_steps or policy.config.chunk_size
 
     # ------------------------------------------------------------------------------------------------
 

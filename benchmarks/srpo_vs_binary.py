@@ -213,29 +213,33 @@ def run_in_processes(jobs: dict[str, tuple[Path, list[str]]], parallel: int) -> 
     """
     threads = str(max(1, (os.cpu_count() or 1) // parallel))
     child_env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    pending, running, walls = list(jobs.items()), {}, {}
-    while pending or running:
-        while pending and len(running) < parallel:
-            name, (run_dir, overrides) = pending.pop(0)
-            console = (run_dir / "console.log").open("w")
-            command = [sys.executable, "-m", "vla_rl.cli.train", *overrides, f"run_dir={run_dir}"]
-            process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT, env=child_env)
-            console.close()  # the child holds its own descriptor
-            running[name] = (process, time.perf_counter(), run_dir)
-            print(f"arm {name} started", flush=True)
-        time.sleep(1.0)
-        for name, (process, started, run_dir) in list(running.items()):
-            if process.poll() is None:
-                continue
-            del running[name]
-            if process.returncode != 0:
-                for other, *_ in running.values():
-                    other.terminate()
-                raise RuntimeError(
-                    f"arm {name} failed (exit {process.returncode}); see {run_dir / 'console.log'}"
-                )
-            walls[name] = time.perf_counter() - started
-            print(f"arm {name} done in {walls[name]:.0f} s ({len(walls)}/{len(jobs)})", flush=True)
+    pending = list(jobs.items())
+    running: dict[str, tuple[subprocess.Popen[bytes], float, Path]] = {}
+    walls: dict[str, float] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                name, (run_dir, overrides) = pending.pop(0)
+                console = (run_dir / "console.log").open("w")
+                command = [sys.executable, "-m", "vla_rl.cli.train", *overrides, f"run_dir={run_dir}"]
+                process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT, env=child_env)
+                console.close()  # the child holds its own descriptor
+                running[name] = (process, time.perf_counter(), run_dir)
+                print(f"arm {name} started", flush=True)
+            time.sleep(1.0)
+            for name, (process, started, run_dir) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[name]
+                if process.returncode != 0:
+                    raise RuntimeError(
+                        f"arm {name} failed (exit {process.returncode}); see {run_dir / 'console.log'}"
+                    )
+                walls[name] = time.perf_counter() - started
+                print(f"arm {name} done in {walls[name]:.0f} s ({len(walls)}/{len(jobs)})", flush=True)
+    finally:  # a failed arm or an interrupt: no arm outlives the benchmark (each resumes when rerun)
+        for process, _, _ in running.values():
+            process.terminate()
     return walls
 
 

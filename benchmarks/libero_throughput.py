@@ -254,9 +254,9 @@ def main() -> None:
         )
     lines += ["", "| Ratio | Measured | Target | Met |", "|---|---:|---:|---|"]
     for ratio in ratios:
-        target = "-" if ratio["target"] is None else f">= {ratio['target']:.1f}x"
-        met = "-" if ratio["met"] is None else ("yes" if ratio["met"] else "**no**")
-        lines.append(f"| {ratio['name']} | {ratio['value']:.2f}x | {target} | {met} |")
+        target_text = "-" if ratio["target"] is None else f">= {ratio['target']:.1f}x"
+        met_text = "-" if ratio["met"] is None else ("yes" if ratio["met"] else "**no**")
+        lines.append(f"| {ratio['name']} | {ratio['value']:.2f}x | {target_text} | {met_text} |")
     print("\n".join(lines))
 
     args.output.parent.mkdir(parents=True, exist_ok=True)

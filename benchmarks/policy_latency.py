@@ -219,7 +219,7 @@ def cached_front_end(
     """Within the block, ``policy.act`` skips the processor and the encoder (their outputs are given)."""
     processor = policy.processor
     policy.processor = CachedProcessor(processor, inputs)  # type: ignore[assignment]
-    policy.encode = lambda _: tokens  # type: ignore[method-assign]
+    policy.encode = lambda _: tokens  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:

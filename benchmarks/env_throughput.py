@@ -16,6 +16,10 @@ What is measured (all on the arm scene, `sim/mujoco/arm/assets/scene.xml`):
    render loop (`mujoco.Renderer` with BatchedRenderer's settings: no shadows, reflections, skybox or
    multisampling; ``update_scene`` + ``render`` of a fixed state, no physics) in this process and in two
    spawned processes at once ("both cores").
+5. ``ArmBatchedEnv`` in ``Disabled`` autoreset with the camera at 64 px (N = 16), as GRPO rollouts and
+   evaluations use it, with none and with half of its envs finished: env steps/s of the running envs.
+   Finished envs are neither simulated nor rendered again, so the ratio should be near 1 (it would be
+   0.5 if they cost what running ones do).
 
 Every measurement runs ``--seconds`` (0.5) after a short warm-up, ``--repeats`` (10) times. The
 repetitions are interleaved (a round runs every measurement once, and the single-thread limit every 4th
@@ -69,6 +73,7 @@ from sim.mujoco.arm.env import (
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "env_throughput.json"
 CAMERA = "agentview"
 TASK_NAME = "reach_target"  # every measurement runs this task, so that physics costs compare
+SHORT_TASK, LONG_TASK = "reach_target", "push_to_zone"  # 60 and 200-step episodes (Disabled autoreset)
 GYM_ENV_ID = "vla_rl/ReachTarget-v0"
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 TARGETS = {"raw": 1.4, "async": 5.0, "render": 0.8}  # minimum ratios: batched env / baseline
@@ -276,6 +281,45 @@ def batched_env(
     return Measurement(key, name, num_envs, parallelism, run, env.close)
 
 
+def disabled_env(num_envs: int, image_size: int, finished: int, warmup: float) -> Measurement:
+    """``ArmBatchedEnv`` in ``Disabled`` autoreset (how GRPO and evaluation collect episodes), with a camera.
+
+    Each repetition resets ``finished`` envs to ``reach_target`` (60-step limit) and the others to
+    ``push_to_zone`` (200), then, untimed, steps until the short episodes are over: what is timed is a
+    batch whose first ``finished`` envs have ended. Rates count the env steps of the running envs only.
+    """
+    env = ArmBatchedEnv(
+        num_envs=num_envs,
+        tasks=(SHORT_TASK, LONG_TASK),
+        cameras=(CAMERA,),
+        image_size=image_size,
+        autoreset_mode=AutoresetMode.DISABLED,
+    )
+    actions = np.random.default_rng(0).uniform(-1.0, 1.0, (32, num_envs, ACTION_DIM)).astype(np.float32)
+    tasks = [SHORT_TASK] * finished + [LONG_TASK] * (num_envs - finished)
+    cursor = [0]
+
+    def step() -> int:
+        env.step(actions[cursor[0] % len(actions)])
+        cursor[0] += 1
+        return num_envs - finished
+
+    def run(seconds: float) -> Sample:
+        env.reset(seed=0, options={"tasks": tasks})
+        ended = np.zeros(num_envs, bool)
+        while not ended[:finished].all():  # within the short task's 60 steps
+            _, _, terminated, truncated, _ = env.step(actions[cursor[0] % len(actions)])
+            cursor[0] += 1
+            ended |= terminated | truncated
+        time_loop(step, warmup)
+        count, elapsed = time_loop(step, seconds)
+        rate = count / elapsed
+        return Sample(env_steps=rate, physics_steps=rate * SUBSTEPS, frames=rate)
+
+    name = f"ArmBatchedEnv, {CAMERA} {image_size} px, Disabled autoreset, {finished} of N envs finished"
+    return Measurement(f"disabled/{image_size}/{finished}", name, num_envs, "env defaults", run, env.close)
+
+
 # ----------------------------------------------------------------------------------------------------
 # 3. gymnasium vector envs over a single env
 
@@ -416,6 +460,9 @@ def build_measurements(settings: Settings) -> list[Measurement]:
         measurements.append(batched_env(settings.render_envs, warmup, image_size=size))
         measurements.append(bare_render_in_process(size, warmup))
         measurements.append(bare_render_processes(size, 2, warmup))
+    size, num_envs = settings.image_sizes[0], settings.render_envs
+    measurements.append(disabled_env(num_envs, size, 0, warmup))
+    measurements.append(disabled_env(num_envs, size, num_envs // 2, warmup))
     return measurements
 
 
@@ -453,6 +500,15 @@ def compute_ratios(measurements: list[Measurement], settings: Settings) -> list[
             ratio_row(by_key, name, f"render/{size}/env", f"render/{size}/bare2", "frames")
             | {"target": "render"}
         )
+    size, half = settings.image_sizes[0], settings.render_envs // 2
+    name = (
+        f"Disabled autoreset {size} px, half the envs finished / none (env steps/s of the running envs; "
+        "0.5 if finished envs cost as much as running ones)"
+    )
+    rows.append(
+        ratio_row(by_key, name, f"disabled/{size}/{half}", f"disabled/{size}/0", "env_steps")
+        | {"target": None}
+    )
     for row in rows:
         row["target"] = TARGETS.get(row["target"])
         row["met"] = None if row["value"] is None or row["target"] is None else row["value"] >= row["target"]

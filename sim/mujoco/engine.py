@@ -83,32 +83,35 @@ class BatchedSimulator:
         self._state_out = np.zeros((num_envs, substeps, self.nstate))
         self._sensor_out = np.zeros((num_envs, substeps, model.nsensordata))
 
-    def step(self, ctrl: np.ndarray) -> None:
-        """Hold ``ctrl`` (float ``[N, nu]``) for ``substeps`` physics steps in every environment.
+    def step(self, ctrl: np.ndarray, env_indices: np.ndarray | None = None) -> None:
+        """Hold ``ctrl`` (float ``[N, nu]``) for ``substeps`` physics steps in the given environments.
 
-        As with ``mj_step``, sensors are evaluated at the start of the last physics step, so
-        ``sensordata`` trails ``state`` by one physics step (2.5 ms for the arm).
+        ``env_indices`` (default all) are the environments that advance; the others keep their state
+        and sensors, and cost nothing. As with ``mj_step``, sensors are evaluated at the start of the
+        last physics step, so ``sensordata`` trails ``state`` by one physics step (2.5 ms for the arm).
         """
         if self._pool is None:
             raise RuntimeError("BatchedSimulator.step called after close()")
-        self._control[:] = ctrl[:, None, :]
+        indices = np.arange(self.num_envs) if env_indices is None else np.asarray(env_indices, np.int64)
+        count = len(indices)
+        if count == 0:
+            return
+        self._control[:count] = ctrl[indices, None, :]
         self._pool.rollout(
-            self.models,
+            self.models if env_indices is None else [self.models[i] for i in indices],
             self._thread_datas,
-            self.state,
-            self._control,
+            self.state[indices],
+            self._control[:count],
             skip_checks=True,
             nstep=self.substeps,
-            state=self._state_out,
-            sensordata=self._sensor_out,
+            state=self._state_out[:count],
+            sensordata=self._sensor_out[:count],
         )
-        self.state[:] = self._state_out[:, -1]
-        self.sensordata[:] = self._sensor_out[:, -1]
-        bad = ~np.isfinite(self.state).all(axis=1)
-        if bad.any():
-            raise FloatingPointError(
-                f"simulation diverged (non-finite state) in envs {np.flatnonzero(bad).tolist()}"
-            )
+        self.state[indices] = self._state_out[:count, -1]
+        self.sensordata[indices] = self._sensor_out[:count, -1]
+        bad = indices[~np.isfinite(self.state[indices]).all(axis=1)]
+        if len(bad):
+            raise FloatingPointError(f"simulation diverged (non-finite state) in envs {bad.tolist()}")
 
     def load(self, env_index: int, data: mujoco.MjData | None = None) -> mujoco.MjData:
         """Copy environment ``env_index``'s state into ``data`` (default: a scratch MjData) and run forward.
@@ -531,6 +534,9 @@ class MujocoBatchedEnv(BatchedEnv):
         self._max_steps = np.zeros(num_envs, np.int64)
         self._done = np.zeros(num_envs, bool)
         self._ended_by_success = np.zeros(num_envs, bool)
+        # The last observation returned (None until `reset`): DISABLED autoreset re-renders only the
+        # envs still running and keeps the finished ones' frames from it.
+        self._last_obs: dict[str, Any] | None = None
         self._rng = np.random.default_rng()
         self._closed = False
 
@@ -589,18 +595,19 @@ class MujocoBatchedEnv(BatchedEnv):
             ids = np.array([self._draw_state_id(i) for i in range(self.num_envs)])
         for env_index in range(self.num_envs):
             self._reset_env(env_index, int(ids[env_index]))
-        return self._observe(), self._info(np.zeros(self.num_envs, bool))
+        self._last_obs = self._observe()
+        return self._last_obs, self._info(np.zeros(self.num_envs, bool))
 
     def step(self, actions: Any) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Advance every env one control step with ``actions`` ``[N, A]`` in [-1, 1]; see `sim.core`."""
         self._check_open()
+        if self._last_obs is None:
+            raise RuntimeError("step() called before reset(): reset the environment first")
         clipped, clipped_mask = validate_actions(actions, self.num_envs, self._action_dim)
         active = ~self._done
-        frozen = np.flatnonzero(~active)  # DISABLED autoreset: finished envs stay where they ended
-        frozen_state, frozen_sensors = self.sim.state[frozen], self.sim.sensordata[frozen]
-        self.sim.step(self._controls(clipped))
-        self.sim.state[frozen] = frozen_state
-        self.sim.sensordata[frozen] = frozen_sensors
+        # DISABLED autoreset: finished envs stay where they ended, neither simulated nor rendered again.
+        running = np.flatnonzero(active)
+        self.sim.step(self._controls(clipped), running)
         self._steps[active] += 1
         success = self._success()
         terminated = success & active
@@ -613,20 +620,23 @@ class MujocoBatchedEnv(BatchedEnv):
             truncated |= self._done & ~self._ended_by_success
             self._ended_by_success[active] = terminated[active]
             self._done |= terminated | truncated
-            return self._observe(), reward, terminated, truncated, info
-
-        finished = np.flatnonzero(terminated | truncated)
-        if len(finished):
-            final_obs = self._observe()
-            info["final_obs"] = final_obs
-            info["_final_obs"] = terminated | truncated
-            info["final_success"] = success.copy()
-            for env_index in finished:
-                self._reset_env(int(env_index), self._draw_state_id(int(env_index)))
-            info["task_id"] = self._task_ids.copy()
-            info["init_state_id"] = self._init_state_ids.copy()
-            return self._observe(reuse=final_obs, changed=finished), reward, terminated, truncated, info
-        return self._observe(), reward, terminated, truncated, info
+            obs = self._observe(reuse=self._last_obs, changed=running)
+        else:
+            finished = np.flatnonzero(terminated | truncated)
+            if len(finished):
+                final_obs = self._observe()
+                info["final_obs"] = final_obs
+                info["_final_obs"] = terminated | truncated
+                info["final_success"] = success.copy()
+                for env_index in finished:
+                    self._reset_env(int(env_index), self._draw_state_id(int(env_index)))
+                info["task_id"] = self._task_ids.copy()
+                info["init_state_id"] = self._init_state_ids.copy()
+                obs = self._observe(reuse=final_obs, changed=finished)
+            else:
+                obs = self._observe()
+        self._last_obs = obs
+        return obs, reward, terminated, truncated, info
 
     def close(self, **kwargs: Any) -> None:
         """Release the thread pool and the render context (idempotent)."""

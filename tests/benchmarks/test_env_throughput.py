@@ -26,6 +26,7 @@ def test_quick_run_writes_json(tmp_path: Path) -> None:
     keys = {row["key"] for row in report["results"]}
     assert {"raw", "batched/4/default", "batched/4/1", "sync/2", "async/2"} <= keys
     assert {"render/64/env", "render/64/bare1", "render/64/bare2"} <= keys
+    assert {"disabled/64/0", "disabled/64/1"} <= keys
     for row in report["results"]:
         rates = [
             row[k]["best"] for k in ("env_steps_per_s", "physics_steps_per_s", "frames_per_s") if k in row

@@ -127,6 +127,70 @@ def test_disabled_autoreset_freezes_finished_envs():
         env.close()
 
 
+def test_disabled_autoreset_neither_simulates_nor_renders_finished_envs():
+    env = ArmBatchedEnv(
+        num_envs=2,
+        tasks=["reach_target"],
+        cameras=("agentview",),
+        image_size=32,
+        render_workers=0,
+        autoreset_mode=AutoresetMode.DISABLED,
+    )
+    rendered: list[list[int] | None] = []
+    render = env.renderer.render
+
+    def recording_render(indices=None):
+        rendered.append(None if indices is None else list(indices))
+        return render(indices)
+
+    env.renderer.render = recording_render
+    lift = np.zeros(ACTION_DIM)
+    lift[2] = 0.5  # env 1 moves up and away, never reaching its target
+    try:
+        env.reset(seed=0, options={"split": "eval", "init_state_ids": [0, 1]})
+        for _ in range(60):
+            actions = env.expert_action()
+            actions[1] = lift
+            obs, _, terminated, truncated, _ = env.step(actions)
+            if terminated[0]:
+                break
+        assert terminated[0] and not (terminated[1] or truncated[1]), "env 0 finished first"
+        final_state, final_frame = obs[OBS_STATE][0].copy(), obs[image_key("agentview")][0].copy()
+        rendered.clear()
+        for _ in range(3):
+            obs, _, _, _, _ = env.step(np.stack([lift, lift]))
+            np.testing.assert_array_equal(obs[OBS_STATE][0], final_state)
+            np.testing.assert_array_equal(obs[image_key("agentview")][0], final_frame)
+        assert rendered == [[1]] * 3, "only the env still running is rendered"
+    finally:
+        env.close()
+
+
+def test_simulator_steps_only_the_given_envs_and_them_as_a_full_step_would():
+    env = ArmBatchedEnv(num_envs=3, tasks=["reach_target"], cameras=())
+    try:
+        env.reset(seed=0)
+        start = env.sim.state.copy()
+        controls = env._controls(np.tile(np.linspace(-0.5, 0.5, ACTION_DIM), (3, 1)))
+        env.sim.step(controls)
+        full = env.sim.state.copy()
+        env.sim.state[:] = start
+        env.sim.step(controls, np.array([2, 0]))
+        np.testing.assert_array_equal(env.sim.state[[0, 2]], full[[0, 2]])
+        np.testing.assert_array_equal(env.sim.state[1], start[1])
+    finally:
+        env.close()
+
+
+def test_step_before_reset_is_refused():
+    env = ArmBatchedEnv(num_envs=1, tasks=["reach_target"], cameras=())
+    try:
+        with pytest.raises(RuntimeError, match="before reset"):
+            env.step(np.zeros((1, ACTION_DIM)))
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize(
     ("actions", "error"),
     [

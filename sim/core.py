@@ -27,8 +27,9 @@ Autoreset (``metadata["autoreset_mode"]``):
   ``info["_final_obs"]`` is True), with its success in ``info["final_success"]``. The new episode
   starts from an initial state of the same split drawn by the env's generator (seeded by ``reset``).
 - `AutoresetMode.DISABLED`: a finished environment keeps returning its final observation with
-  ``terminated`` or ``truncated`` set until ``reset`` is called; its actions are ignored. This is the
-  mode for collecting whole episodes from chosen initial states (GRPO groups, evaluation).
+  ``terminated`` or ``truncated`` set until ``reset`` is called; its actions are ignored (and an
+  implementation should not spend time simulating or rendering it). This is the mode for collecting
+  whole episodes from chosen initial states (GRPO groups, evaluation).
 
 Initial states: each task has two disjoint, deterministic sets, ``train`` and ``eval``. Learners only
 ever reset to ``train`` states; evaluation only uses ``eval`` states. Choose them through

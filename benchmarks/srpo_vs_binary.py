@@ -25,7 +25,6 @@ targets (issue 4): SRPO reaches 90% in at most half the RL steps binary needs; f
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import io
 import json
@@ -48,20 +47,11 @@ from vla_rl.cli import compose_config
 from vla_rl.cli.train import SFT_POLICY, WORLD_MODEL, Pipeline
 from vla_rl.config import TrainConfig
 from vla_rl.envs import make_env
-from vla_rl.metrics import MetricsLogger
+from vla_rl.metrics import MetricsLogger, read_metrics
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 TIME_METRICS = ("rl/time_rollout_s", "rl/time_reward_s", "rl/time_update_s")
 SHARED_START = (SFT_POLICY, WORLD_MODEL, "eval_sft.json")
-
-
-def read_metrics(path: Path) -> dict[str, dict[int, float]]:
-    """``metrics.csv`` -> name -> step -> value."""
-    values: dict[str, dict[int, float]] = defaultdict(dict)
-    with path.open() as file:
-        for row in csv.DictReader(file):
-            values[row["name"]][int(row["step"])] = float(row["value"])
-    return values
 
 
 def steps_to_reach(curve: dict[int, float], level: float) -> int | None:

@@ -13,6 +13,7 @@ import numpy as np
 from sim.core import OBS_IMAGE_PREFIX, BatchedEnv
 from vla_rl.data.episodes import ActFn, Episode, run_episodes
 from vla_rl.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from vla_rl.metrics import read_metrics
 
 
 @dataclass
@@ -152,21 +153,19 @@ def write_report(
 
 
 def plot_metric(path: Path, metrics_csv: Path, name: str, x_label: str) -> None:
-    """Line plot of one metric from a `MetricsLogger` CSV (nothing is written if it was never logged)."""
-    import csv
+    """Line plot of one metric from a `MetricsLogger` CSV (nothing is written if it was never logged).
 
+    A step logged more than once is drawn at its last value (`read_metrics`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with metrics_csv.open() as file:
-        points = [
-            (int(row["step"]), float(row["value"])) for row in csv.DictReader(file) if row["name"] == name
-        ]
+    points = read_metrics(metrics_csv).get(name)
     if not points:
         return
-    steps, values = zip(*sorted(points), strict=True)
+    steps, values = zip(*sorted(points.items()), strict=True)
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.plot(steps, [100 * v for v in values], marker="o")
     axis.set_xlabel(x_label)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,16 @@ class MetricsLogger:
         """Flush and close both sinks."""
         self._file.close()
         self._tensorboard.close()
+
+
+def read_metrics(csv_path: Path) -> dict[str, dict[int, float]]:
+    """A `MetricsLogger` CSV -> metric name -> step -> value.
+
+    A step logged more than once (a resumed run repeats the steps after its last checkpoint) keeps its
+    last value.
+    """
+    values: dict[str, dict[int, float]] = defaultdict(dict)
+    with csv_path.open() as file:
+        for row in csv.DictReader(file):
+            values[row["name"]][int(row["step"])] = float(row["value"])
+    return dict(values)

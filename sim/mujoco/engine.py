@@ -605,7 +605,7 @@ class MujocoBatchedEnv(BatchedEnv):
             raise RuntimeError("step() called before reset(): reset the environment first")
         clipped, clipped_mask = validate_actions(actions, self.num_envs, self._action_dim)
         active = ~self._done
-        # DISABLED autoreset: finished envs stay where they ended, neither simulated nor rendered again.
+        # Finished envs (DISABLED autoreset only) stay where they ended, neither simulated nor rendered.
         running = np.flatnonzero(active)
         self.sim.step(self._controls(clipped), running)
         self._steps[active] += 1

@@ -20,6 +20,10 @@ One page, top to bottom: config -> rollout -> reward -> advantage -> loss -> upd
   frozen starting policy. Tokens of chunk actions that were never executed are masked out.
 - Update: ``ppo_epochs`` passes over the kept decisions in shuffled minibatches, so after the first
   minibatch the importance ratio really differs from 1 and clipping acts.
+- Self-imitation (``self_imitation_coef > 0``): successes of groups that also failed are kept in a
+  replay buffer and every minibatch adds their weighted negative log-likelihood to the loss
+  (`vla_rl.algos.self_imitation`): the rare successes where the policy is weakest are learned from
+  again and again, not once.
 - Learning rate: linear warm-up over ``warmup_steps`` updates, then ``learning_rate``. With ``target_kl``
   it is also scaled by how far the updates move the policy (the adaptive schedule of rsl_rl's PPO, with
   ``learning_rate`` as its ceiling; the 1% start makes the warm-up unnecessary, ``warmup_steps=0``):
@@ -43,6 +47,7 @@ import torch
 from tqdm import tqdm
 
 from sim.core import TASK, BatchedEnv
+from vla_rl.algos.self_imitation import SelfImitationBuffer
 from vla_rl.algos.sft import resolve_device
 from vla_rl.algos.training_state import LoopBookkeeping
 from vla_rl.data.rollouts import collect_trajectories
@@ -83,6 +88,9 @@ class GRPOConfig:
         filter: dynamic sampling: ``success_band``, ``reward_std`` or ``none`` (module docstring).
         success_low: ``success_band`` keeps groups with success rate >= this.
         success_high: ``success_band`` keeps groups with success rate <= this.
+        self_imitation_coef: weight of the self-imitation loss (0: off, no buffer kept).
+        self_imitation_capacity: trajectories the self-imitation buffer keeps (the oldest go first).
+        self_imitation_batch: replayed decisions per minibatch.
         eval_every: RL steps between evaluations on the ``eval`` initial states (0: only at the end).
         checkpoint_every: RL steps between resumable checkpoints (the last step is always saved).
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
@@ -109,13 +117,23 @@ class GRPOConfig:
     filter: str = "success_band"
     success_low: float = 0.1
     success_high: float = 0.9
+    self_imitation_coef: float = 0.0
+    self_imitation_capacity: int = 512
+    self_imitation_batch: int = 64
     eval_every: int = 10
     checkpoint_every: int = 5
     device: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("groups_per_step", "ppo_epochs", "minibatch_size", "checkpoint_every"):
+        for name in (
+            "groups_per_step",
+            "ppo_epochs",
+            "minibatch_size",
+            "checkpoint_every",
+            "self_imitation_capacity",
+            "self_imitation_batch",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"rl.{name} must be >= 1, got {getattr(self, name)}")
         if self.steps < 0 or self.eval_every < 0 or self.warmup_steps < 0:
@@ -128,8 +146,10 @@ class GRPOConfig:
             raise ValueError(f"rl.temperature must be > 0 for on-policy sampling, got {self.temperature}")
         if self.learning_rate <= 0 or self.clip_low <= 0 or self.clip_high <= 0:
             raise ValueError("rl.learning_rate, rl.clip_low and rl.clip_high must be > 0")
-        if self.kl_coef < 0 or self.target_kl < 0:
-            raise ValueError("rl.kl_coef and rl.target_kl must be >= 0 (0 turns them off)")
+        if self.kl_coef < 0 or self.target_kl < 0 or self.self_imitation_coef < 0:
+            raise ValueError(
+                "rl.kl_coef, rl.target_kl and rl.self_imitation_coef must be >= 0 (0 turns them off)"
+            )
         if self.scale_rewards not in REWARD_SCALES:
             raise ValueError(
                 f"rl.scale_rewards={self.scale_rewards!r} is not valid; "
@@ -394,6 +414,7 @@ def train_grpo(
     scheduler = WarmupAdaptiveLR(optimizer, config.warmup_steps, config.target_kl)
     generator = torch.Generator().manual_seed(config.seed)
     reference = copy.deepcopy(policy).eval().requires_grad_(False) if config.kl_coef > 0 else None
+    replay = SelfImitationBuffer(config.self_imitation_capacity) if config.self_imitation_coef > 0 else None
     bookkeeping = LoopBookkeeping(
         name="GRPO",
         policy=policy,
@@ -407,6 +428,7 @@ def train_grpo(
         evaluate=evaluate,
         eval_every=config.eval_every,
         eval_metric=EVAL_METRIC,
+        extra=replay,
     )
     start = bookkeeping.resume()
     task_ids = {task: index for index, task in enumerate(tasks)}
@@ -438,6 +460,8 @@ def train_grpo(
         shape = (config.groups_per_step, config.group_size)
         kept = keep_groups(success.reshape(shape), rewards.reshape(shape), config)
         advantages = group_advantages(rewards.reshape(shape), config.scale_rewards)
+        if replay is not None:
+            replay.add_groups(trajectories, success.reshape(shape), instructions, policy.config.action_dim)
 
         # Update.
         started = time.perf_counter()
@@ -451,7 +475,7 @@ def train_grpo(
                 policy.config.action_dim,
             )
             update_stats = update_policy(
-                policy, reference, batch, optimizer, scheduler, parameters, config, generator
+                policy, reference, batch, optimizer, scheduler, parameters, config, generator, replay
             )
             scheduler.step()  # the warm-up counts updates
         update_time = time.perf_counter() - started
@@ -463,6 +487,7 @@ def train_grpo(
             "rl/episode_length": env_steps / len(trajectories),
             "rl/groups_kept": float(kept.mean()),
             **{f"rl/{name}": value for name, value in update_stats.items()},
+            **({"rl/self_imitation_trajectories": float(len(replay))} if replay is not None else {}),
             "rl/env_steps_per_s": env_steps / rollout_time,
             "rl/trajectories_per_s": len(trajectories) / rollout_time,
             "rl/time_rollout_s": rollout_time,
@@ -487,8 +512,12 @@ def update_policy(
     parameters: list[torch.nn.Parameter],
     config: GRPOConfig,
     generator: torch.Generator,
+    replay: SelfImitationBuffer | None = None,
 ) -> dict[str, float]:
     """``ppo_epochs`` passes of shuffled minibatches; returns the mean of each statistic.
+
+    With a non-empty ``replay`` buffer each minibatch also draws ``self_imitation_batch`` replayed
+    decisions and adds ``self_imitation_coef`` times their weighted token-mean negative log-likelihood.
 
     ``learning_rate`` is the rate of the update's last step (adapted when ``target_kl`` is set).
     """
@@ -529,6 +558,10 @@ def update_policy(
             kl = kl_to_reference(log_probs, reference_log_probs[rows].to(device), mask)
             loss = loss + config.kl_coef * kl
             stats["kl_reference"] = kl.item()
+        if replay is not None and len(replay):
+            imitation = self_imitation_loss(policy, replay, config, generator)
+            loss = loss + config.self_imitation_coef * imitation
+            stats["self_imitation_loss"] = imitation.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip))
@@ -541,3 +574,16 @@ def update_policy(
     summary = {name: float(np.mean(values)) for name, values in totals.items()}
     summary["learning_rate"] = totals["learning_rate"][-1]
     return summary
+
+
+def self_imitation_loss(
+    policy: VLAPolicy, replay: SelfImitationBuffer, config: GRPOConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """Weighted token-mean negative log-likelihood of ``self_imitation_batch`` replayed decisions."""
+    drawn = replay.sample(config.self_imitation_batch, generator)
+    observation: dict[str, object] = dict(drawn.observations)
+    observation[TASK] = drawn.tasks
+    inputs = policy.processor(observation, policy.device)
+    log_probs = policy.log_prob(inputs, drawn.tokens.to(policy.device), config.temperature)
+    weights = drawn.mask.to(policy.device).float() * drawn.weights.to(policy.device)[:, None]
+    return -(log_probs * weights).sum() / drawn.mask.sum().clamp(min=1).to(policy.device)

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -24,6 +24,16 @@ from vla_rl.policy.modeling_vla import VLAPolicy
 log = logging.getLogger(__name__)
 
 
+class CheckpointPart(Protocol):
+    """More loop state saved with a checkpoint (GRPO's self-imitation buffer), as files in its directory."""
+
+    def save(self, directory: Path) -> None:
+        """Write the state into ``directory``."""
+
+    def load(self, directory: Path) -> None:
+        """Restore the state from ``directory``."""
+
+
 def save_training_state(
     directory: Path,
     policy: VLAPolicy,
@@ -32,12 +42,15 @@ def save_training_state(
     generator: torch.Generator,
     step: int,
     averaged: VLAPolicy | None = None,
+    extra: CheckpointPart | None = None,
 ) -> None:
     """Write everything needed to resume at ``step``; the previous state is replaced only once complete."""
     staging = directory.with_name(directory.name + ".tmp")
     policy.save_pretrained(staging / "policy")
     if averaged is not None:
         averaged.save_pretrained(staging / "averaged_policy")
+    if extra is not None:
+        extra.save(staging)
     moments: dict[str, torch.Tensor] = {}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
@@ -60,10 +73,13 @@ def load_training_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
     averaged: VLAPolicy | None = None,
+    extra: CheckpointPart | None = None,
 ) -> int:
     """Restore a `save_training_state` directory into the given objects; return the step to resume at."""
     trained = VLAPolicy.from_pretrained(directory / "policy", map_location=policy.device)
     policy.load_state_dict(trained.state_dict())
+    if extra is not None:
+        extra.load(directory)
     if averaged is not None:
         if not (directory / "averaged_policy").exists():
             raise ValueError(f"{directory} holds no averaged weights; it was saved by a run without them")
@@ -106,6 +122,7 @@ class LoopBookkeeping:
         eval_metric: the metric name of the evaluations.
         averaged: a moving average of ``policy``'s weights, if the loop keeps one: it is what gets
             evaluated, and it is checkpointed with the rest.
+        extra: more state checkpointed with the rest, if the loop keeps any.
 
     """
 
@@ -122,13 +139,20 @@ class LoopBookkeeping:
     eval_every: int
     eval_metric: str
     averaged: VLAPolicy | None = None
+    extra: CheckpointPart | None = None
 
     def resume(self) -> int:
         """Restore the last checkpoint if there is one; return the step to start at."""
         if not self.directory.exists():
             return 0
         start = load_training_state(
-            self.directory, self.policy, self.optimizer, self.scheduler, self.generator, self.averaged
+            self.directory,
+            self.policy,
+            self.optimizer,
+            self.scheduler,
+            self.generator,
+            self.averaged,
+            self.extra,
         )
         log.info("resuming %s from step %d (%s)", self.name, start, self.directory)
         return start
@@ -151,6 +175,7 @@ class LoopBookkeeping:
                 self.generator,
                 done,
                 self.averaged,
+                self.extra,
             )
 
     def finish(self) -> None:

@@ -3,7 +3,8 @@
 k points in the plane must each reach a goal. Observations: ``observation.state`` float32 [k, 4] (point,
 goal), a fake camera ``observation.images.top`` uint8 [k, 6, 6, 3] and ``task`` strings. Environment j
 of a reset with seed s draws its initial states and noise from ``default_rng(s + j)``, so a process-parallel
-vector of these envs can be compared with one in-process env of all N.
+vector of these envs can be compared with one in-process env of all N. ``start_noise=0`` makes every
+start exactly its initial state (fully deterministic without a seed).
 
 Fault injection (for worker-restart tests): the ``fault_*`` tasks behave like ``reach``, except that the
 first time one of them runs ``step`` (or ``expert_action``) while ``fault_file`` exists and names that
@@ -68,6 +69,7 @@ class PointEnv(BatchedEnv):
         autoreset_mode: AutoresetMode = AutoresetMode.SAME_STEP,
         fault_file: str | None = None,
         hang_s: float = 60.0,
+        start_noise: float = 0.01,
     ) -> None:
         self.num_envs = num_envs
         self.metadata = {"autoreset_mode": autoreset_mode}
@@ -91,6 +93,7 @@ class PointEnv(BatchedEnv):
         self.action_space = spaces.Box(-1.0, 1.0, (num_envs, 2), np.float32)
         self.fault_file = fault_file
         self.hang_s = hang_s
+        self.start_noise = start_noise
         self._rngs = [np.random.default_rng() for _ in range(num_envs)]
         self._tasks = ["reach"] * num_envs
         self._split = InitStateSplit.TRAIN
@@ -163,7 +166,7 @@ class PointEnv(BatchedEnv):
     def _start(self, j: int, state_id: int) -> None:
         state = INIT_STATES[self._split][state_id]
         self._state_ids[j] = state_id
-        self._pos[j] = state[:2] + self._rngs[j].normal(0.0, 0.01, size=2)
+        self._pos[j] = state[:2] + self._rngs[j].normal(0.0, self.start_noise, size=2)
         self._goal[j] = state[2:]
         self._t[j] = 0
         self._done[j] = self._terminated[j] = self._truncated[j] = False

@@ -24,6 +24,8 @@ One page, top to bottom: config -> rollout -> reward -> advantage -> loss -> upd
   replay buffer and every minibatch adds their weighted negative log-likelihood to the loss
   (`vla_rl.algos.self_imitation`): the rare successes where the policy is weakest are learned from
   again and again, not once.
+- Weight averaging (``ema_decay > 0``): an exponential moving average of the weights, updated once
+  per RL step, is what gets evaluated and returned; the rollouts still come from the current weights.
 - Learning rate: linear warm-up over ``warmup_steps`` updates, then ``learning_rate``. With ``target_kl``
   it is also scaled by how far the updates move the policy (the adaptive schedule of rsl_rl's PPO, with
   ``learning_rate`` as its ceiling; the 1% start makes the warm-up unnecessary, ``warmup_steps=0``):
@@ -48,7 +50,7 @@ from tqdm import tqdm
 
 from sim.core import TASK, BatchedEnv
 from vla_rl.algos.self_imitation import SelfImitationBuffer
-from vla_rl.algos.sft import resolve_device
+from vla_rl.algos.sft import resolve_device, update_moving_average
 from vla_rl.algos.training_state import LoopBookkeeping
 from vla_rl.data.rollouts import collect_trajectories
 from vla_rl.data.trajectory import Trajectory
@@ -88,6 +90,8 @@ class GRPOConfig:
         filter: dynamic sampling: ``success_band``, ``reward_std`` or ``none`` (module docstring).
         success_low: ``success_band`` keeps groups with success rate >= this.
         success_high: ``success_band`` keeps groups with success rate <= this.
+        ema_decay: decay per RL step of the moving average of the weights that is evaluated and
+            returned (0: none, the current weights are).
         self_imitation_coef: weight of the self-imitation loss (0: off, no buffer kept).
         self_imitation_capacity: trajectories the self-imitation buffer keeps (the oldest go first).
         self_imitation_batch: replayed decisions per minibatch.
@@ -117,6 +121,7 @@ class GRPOConfig:
     filter: str = "success_band"
     success_low: float = 0.1
     success_high: float = 0.9
+    ema_decay: float = 0.0
     self_imitation_coef: float = 0.0
     self_imitation_capacity: int = 512
     self_imitation_batch: int = 64
@@ -150,6 +155,8 @@ class GRPOConfig:
             raise ValueError(
                 "rl.kl_coef, rl.target_kl and rl.self_imitation_coef must be >= 0 (0 turns them off)"
             )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"rl.ema_decay must be within [0, 1), got {self.ema_decay}")
         if self.scale_rewards not in REWARD_SCALES:
             raise ValueError(
                 f"rl.scale_rewards={self.scale_rewards!r} is not valid; "
@@ -414,6 +421,7 @@ def train_grpo(
     scheduler = WarmupAdaptiveLR(optimizer, config.warmup_steps, config.target_kl)
     generator = torch.Generator().manual_seed(config.seed)
     reference = copy.deepcopy(policy).eval().requires_grad_(False) if config.kl_coef > 0 else None
+    averaged = copy.deepcopy(policy).eval().requires_grad_(False) if config.ema_decay > 0 else None
     replay = SelfImitationBuffer(config.self_imitation_capacity) if config.self_imitation_coef > 0 else None
     bookkeeping = LoopBookkeeping(
         name="GRPO",
@@ -428,6 +436,7 @@ def train_grpo(
         evaluate=evaluate,
         eval_every=config.eval_every,
         eval_metric=EVAL_METRIC,
+        averaged=averaged,
         extra=replay,
     )
     start = bookkeeping.resume()
@@ -478,6 +487,8 @@ def train_grpo(
                 policy, reference, batch, optimizer, scheduler, parameters, config, generator, replay
             )
             scheduler.step()  # the warm-up counts updates
+        if averaged is not None:
+            update_moving_average(averaged, policy, config.ema_decay)
         update_time = time.perf_counter() - started
 
         env_steps = sum(t.length for t in trajectories)
@@ -499,6 +510,8 @@ def train_grpo(
         bookkeeping.after_step(step + 1)
     bar.close()
     bookkeeping.finish()
+    if averaged is not None:
+        policy.load_state_dict(averaged.state_dict())
     policy.eval()
     return policy
 

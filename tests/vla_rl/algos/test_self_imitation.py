@@ -1,11 +1,18 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from sim.core import AutoresetMode
+from tests.sim.point_env import PointEnv
 from tests.vla_rl.algos.test_grpo import fake_trajectories, tiny_policy
-from vla_rl.algos.grpo import GRPOConfig, WarmupAdaptiveLR, build_decision_batch, update_policy
+from vla_rl.algos.grpo import GRPOConfig, WarmupAdaptiveLR, build_decision_batch, train_grpo, update_policy
 from vla_rl.algos.self_imitation import FILE_NAME, SelfImitationBuffer
 from vla_rl.algos.training_state import load_training_state, save_training_state
+from vla_rl.metrics import MetricsLogger
+from vla_rl.policy.configuration_vla import VLAConfig
+from vla_rl.policy.modeling_vla import VLAPolicy
 
 INSTRUCTIONS = {"reach": "reach it"}
 
@@ -116,3 +123,82 @@ def test_the_buffer_is_saved_with_the_checkpoint_and_restored(tmp_path):
         SelfImitationBuffer(4).load(tmp_path)
     with pytest.raises(ValueError, match="holds no self-imitation buffer"):
         SelfImitationBuffer(4).load(tmp_path / "nowhere")
+
+
+def point_policy():
+    torch.manual_seed(0)
+    config = VLAConfig(
+        action_dim=2,
+        state_dim=4,
+        chunk_size=2,
+        num_bins=8,
+        cameras=["top"],
+        image_size=16,
+        hidden_dim=32,
+        num_layers=1,
+        num_heads=2,
+        keypoints_per_camera=2,
+        action_low=[-1.0, -1.0],
+        action_high=[1.0, 1.0],
+    )
+    return VLAPolicy(config).eval()
+
+
+def run_grpo(run_dir, config, evaluate=None):
+    """GRPO on the numpy point env (noise-free starts: deterministic), binary rewards."""
+    env = PointEnv(num_envs=8, autoreset_mode=AutoresetMode.DISABLED, start_noise=0.0)
+    return train_grpo(
+        point_policy(),
+        env,
+        lambda trajectories: np.array([float(t.success) for t in trajectories]),
+        ["reach"],
+        {"reach": "move the point to the goal"},
+        num_train_states=12,
+        execute_steps=2,
+        frame_camera="top",
+        config=config,
+        run_dir=run_dir,
+        metrics=MetricsLogger(run_dir),
+        evaluate=evaluate,
+    )
+
+
+def test_a_killed_grpo_run_with_averaging_and_self_imitation_resumes_to_the_same_weights(tmp_path):
+    config = GRPOConfig(
+        steps=4,
+        groups_per_step=2,
+        group_size=4,
+        minibatch_size=8,
+        learning_rate=1e-2,
+        filter="none",
+        checkpoint_every=2,
+        eval_every=0,
+        ema_decay=0.5,
+        self_imitation_coef=1.0,
+        self_imitation_batch=8,
+        device="cpu",
+    )
+    uninterrupted = run_grpo(tmp_path / "a", config)
+    held = SelfImitationBuffer(512)
+    held.load(tmp_path / "a" / "checkpoints" / "rl_last")
+    assert len(held) > 0  # the random policy succeeded somewhere in groups that also failed
+
+    class KilledError(Exception):
+        pass
+
+    def killed_at_step_3(policy, step):
+        if step == 3:
+            raise KilledError  # after the checkpoint of step 2: the run resumes there
+        return 0.0
+
+    with pytest.raises(KilledError):
+        run_grpo(tmp_path / "b", dataclasses.replace(config, eval_every=3), killed_at_step_3)
+    resumed = run_grpo(tmp_path / "b", config)
+    for a, b in zip(uninterrupted.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # The returned weights are the average, not the last iterate.
+    last = VLAPolicy.from_pretrained(tmp_path / "a" / "checkpoints" / "rl_last" / "policy")
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(last.state_dict().values(), resumed.state_dict().values(), strict=True)
+    )

@@ -94,6 +94,8 @@ class GRPOConfig:
             returned (0: none, the current weights are).
         self_imitation_coef: weight of the self-imitation loss (0: off, no buffer kept).
         self_imitation_capacity: trajectories the self-imitation buffer keeps (the oldest go first).
+        self_imitation_min_weight: the least weight of a replayed success (0: only successes of groups
+            that also failed; above 0 those of groups that always succeed too).
         self_imitation_batch: replayed decisions per minibatch.
         eval_every: RL steps between evaluations on the ``eval`` initial states (0: only at the end).
         checkpoint_every: RL steps between resumable checkpoints (the last step is always saved).
@@ -124,6 +126,7 @@ class GRPOConfig:
     ema_decay: float = 0.0
     self_imitation_coef: float = 0.0
     self_imitation_capacity: int = 512
+    self_imitation_min_weight: float = 0.0
     self_imitation_batch: int = 64
     eval_every: int = 10
     checkpoint_every: int = 5
@@ -154,6 +157,10 @@ class GRPOConfig:
         if self.kl_coef < 0 or self.target_kl < 0 or self.self_imitation_coef < 0:
             raise ValueError(
                 "rl.kl_coef, rl.target_kl and rl.self_imitation_coef must be >= 0 (0 turns them off)"
+            )
+        if not 0.0 <= self.self_imitation_min_weight <= 1.0:
+            raise ValueError(
+                f"rl.self_imitation_min_weight must be within [0, 1], got {self.self_imitation_min_weight}"
             )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"rl.ema_decay must be within [0, 1), got {self.ema_decay}")
@@ -422,7 +429,11 @@ def train_grpo(
     generator = torch.Generator().manual_seed(config.seed)
     reference = copy.deepcopy(policy).eval().requires_grad_(False) if config.kl_coef > 0 else None
     averaged = copy.deepcopy(policy).eval().requires_grad_(False) if config.ema_decay > 0 else None
-    replay = SelfImitationBuffer(config.self_imitation_capacity) if config.self_imitation_coef > 0 else None
+    replay = (
+        SelfImitationBuffer(config.self_imitation_capacity, config.self_imitation_min_weight)
+        if config.self_imitation_coef > 0
+        else None
+    )
     bookkeeping = LoopBookkeeping(
         name="GRPO",
         policy=policy,

@@ -69,12 +69,20 @@ class ReplayMinibatch:
 
 
 class SelfImitationBuffer:
-    """FIFO buffer of the last ``capacity`` trajectories that succeeded where their group also failed."""
+    """FIFO buffer of the last ``capacity`` successful trajectories, weighted by their group's failures.
 
-    def __init__(self, capacity: int) -> None:
+    A success's weight is ``max(1 - group success rate, min_weight)``: with ``min_weight`` 0 (SIL) only
+    successes of groups that also failed are kept; above 0 the successes of groups that always succeed
+    are replayed too, at that weight, which holds on to what the policy already solves.
+    """
+
+    def __init__(self, capacity: int, min_weight: float = 0.0) -> None:
         if capacity < 1:
             raise ValueError(f"the self-imitation capacity must be >= 1 trajectories, got {capacity}")
+        if not 0.0 <= min_weight <= 1.0:
+            raise ValueError(f"the self-imitation minimum weight must be within [0, 1], got {min_weight}")
         self.capacity = capacity
+        self.min_weight = min_weight
         self.entries: list[ReplayEntry] = []
 
     def __len__(self) -> int:
@@ -92,7 +100,7 @@ class SelfImitationBuffer:
         instructions: dict[str, str],
         action_dim: int,
     ) -> int:
-        """Keep the successes of groups that also failed; returns how many were added.
+        """Keep the successes with a weight above 0 (class docstring); returns how many were added.
 
         Args:
             trajectories: ``G * n`` trajectories, group by group.
@@ -106,7 +114,7 @@ class SelfImitationBuffer:
             raise ValueError(
                 f"success must be [groups, n] over {len(trajectories)} trajectories, got {success.shape}"
             )
-        weights = 1.0 - success.mean(axis=1)
+        weights = np.maximum(1.0 - success.mean(axis=1), self.min_weight)
         added = 0
         for index in np.flatnonzero(success.reshape(-1)):
             weight = float(weights[index // success.shape[1]])

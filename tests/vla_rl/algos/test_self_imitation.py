@@ -31,6 +31,16 @@ def test_only_successes_of_groups_that_also_failed_are_kept_weighted_by_the_fail
     assert buffer.decisions == 3
 
 
+def test_a_minimum_weight_also_keeps_the_successes_of_groups_that_always_succeed():
+    trajectories = fake_trajectories(tiny_policy(), count=8)
+    buffer = SelfImitationBuffer(capacity=10, min_weight=0.25)
+    success = np.array([[False, True, False, False], [True, True, True, True]])
+    assert buffer.add_groups(trajectories, success, INSTRUCTIONS, action_dim=7) == 5
+    assert [entry.weight for entry in buffer.entries] == pytest.approx([0.75] + [0.25] * 4)
+    with pytest.raises(ValueError, match="minimum weight must be within"):
+        SelfImitationBuffer(4, min_weight=1.5)
+
+
 def test_the_oldest_entries_go_first_when_full():
     trajectories = fake_trajectories(tiny_policy(), count=4)
     buffer = SelfImitationBuffer(capacity=2)

@@ -212,3 +212,16 @@ def test_a_killed_grpo_run_with_averaging_and_self_imitation_resumes_to_the_same
         torch.equal(a, b)
         for a, b in zip(last.state_dict().values(), resumed.state_dict().values(), strict=True)
     )
+
+
+def test_config_rejects_bad_averaging_and_self_imitation_values():
+    with pytest.raises(ValueError, match=r"rl\.ema_decay must be within \[0, 1\)"):
+        GRPOConfig(ema_decay=1.0)
+    with pytest.raises(
+        ValueError, match=r"rl\.kl_coef, rl\.target_kl and rl\.self_imitation_coef must be >= 0"
+    ):
+        GRPOConfig(self_imitation_coef=-1.0)
+    with pytest.raises(ValueError, match=r"rl\.self_imitation_capacity must be >= 1"):
+        GRPOConfig(self_imitation_capacity=0)
+    with pytest.raises(ValueError, match=r"rl\.self_imitation_min_weight must be within \[0, 1\]"):
+        GRPOConfig(self_imitation_min_weight=2.0)

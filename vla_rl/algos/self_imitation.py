@@ -2,11 +2,12 @@
 
 Self-imitation learning (Oh et al. 2018) adds ``-log pi(a | s) * (R - V)+`` over past transitions to
 the policy-gradient loss. With GRPO's group as the baseline, R is a rollout's success (1 / 0) and V its
-group's success rate, so only successes of groups that also failed are kept, each weighted by
+group's success rate, so only successes of groups that also failed count, each weighted by
 ``1 - group success rate``: a success where 7 of 8 rollouts from the same initial state failed weighs
-7/8; a group that always succeeds teaches nothing new. These rare successes are the ones on-policy
-GRPO sees once and forgets; replayed, they act like demonstrations the policy found itself, at the
-states where it is weakest.
+7/8. These rare successes are the ones on-policy GRPO sees once and forgets; replayed, they act like
+demonstrations the policy found itself, at the states where it is weakest. A minimum weight above 0
+replays the successes of groups that always succeed too, to hold on to what the policy already solves
+(nothing else in GRPO does: those groups have no advantage).
 
 The buffer keeps the last ``capacity`` such trajectories (their decisions' observations, tokens and
 executed-token masks). It is saved with the RL checkpoint, so a resumed run replays what an
@@ -39,7 +40,7 @@ class ReplayEntry:
         instruction: the task's language instruction.
         tokens: int64 ``[S, L]``.
         mask: bool ``[S, L]``: tokens of executed actions.
-        weight: the loss weight, ``1 - group success rate`` (in (0, 1]).
+        weight: the loss weight, ``max(1 - group success rate, min_weight)`` (in (0, 1]).
 
     """
 
@@ -161,7 +162,6 @@ class SelfImitationBuffer:
     def save(self, directory: Path) -> None:
         """Write the buffer to ``directory / FILE_NAME`` (no pickle)."""
         metadata = {
-            "capacity": str(self.capacity),
             "instructions": json.dumps([entry.instruction for entry in self.entries]),
             "weights": json.dumps([entry.weight for entry in self.entries]),
             "lengths": json.dumps([len(entry) for entry in self.entries]),
@@ -182,7 +182,10 @@ class SelfImitationBuffer:
         """Replace the entries with those saved by `save` in ``directory``."""
         path = directory / FILE_NAME
         if not path.exists():
-            raise ValueError(f"{directory} holds no self-imitation buffer; it was saved by a run without one")
+            raise ValueError(
+                f"{directory} holds no self-imitation buffer: it was saved by a run without "
+                "rl.self_imitation_coef; resume with the settings the run started with"
+            )
         with safe_open(str(path), "np") as handle:
             metadata = handle.metadata() or {}
         try:
@@ -191,17 +194,19 @@ class SelfImitationBuffer:
             lengths = json.loads(metadata["lengths"])
         except (KeyError, json.JSONDecodeError) as error:
             raise ValueError(
-                f"{path} is not a self-imitation buffer ({error}); delete it to start empty"
+                f"{path} is not a self-imitation buffer ({error}); delete {directory} to restart the RL stage"
             ) from error
         tensors = load_file(str(path))
-        ends = np.cumsum(lengths)
+        ends = np.cumsum(lengths) if isinstance(lengths, list) else np.zeros(0)
         if (
-            len(instructions) != len(weights)
-            or len(weights) != len(lengths)
+            not all(isinstance(value, list) for value in (instructions, weights, lengths))
+            or not len(instructions) == len(weights) == len(lengths)
+            or (lengths and not {"tokens", "mask"} <= set(tensors))
             or (lengths and any(len(value) != ends[-1] for value in tensors.values()))
         ):
             raise ValueError(
-                f"{path} is inconsistent (entry counts or lengths disagree); delete it to start empty"
+                f"{path} is inconsistent (entry counts or lengths disagree); delete {directory} to restart "
+                "the RL stage"
             )
         starts = ends - np.asarray(lengths, int)
         prefix = "observations/"

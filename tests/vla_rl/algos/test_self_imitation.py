@@ -3,6 +3,8 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 
 from sim.core import AutoresetMode
 from tests.sim.point_env import PointEnv
@@ -124,6 +126,14 @@ def test_the_buffer_is_saved_with_the_checkpoint_and_restored(tmp_path):
         np.testing.assert_array_equal(loaded.mask, saved.mask)
         for key, value in saved.observations.items():
             np.testing.assert_array_equal(loaded.observations[key], value)
+
+    # A buffer whose boundaries disagree with its arrays is refused, not misread.
+    tensors = load_file(str(directory / FILE_NAME))
+    with safe_open(str(directory / FILE_NAME), "np") as handle:
+        metadata = handle.metadata()
+    save_file(tensors, str(directory / FILE_NAME), metadata={**metadata, "lengths": "[2, 999]"})
+    with pytest.raises(ValueError, match="inconsistent"):
+        SelfImitationBuffer(4).load(directory)
 
     empty = SelfImitationBuffer(capacity=4)
     empty.save(tmp_path)

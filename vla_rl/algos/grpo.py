@@ -358,9 +358,6 @@ def build_decision_batch(
 ) -> DecisionBatch:
     """Flatten trajectories ``[N]`` with advantages ``[N]`` into one `DecisionBatch`."""
     keys = list(trajectories[0].observations)
-    slots = trajectories[0].tokens.shape[1]
-    action_index = np.arange(slots) // action_dim  # which chunk action each token belongs to
-    masks = [action_index[None, :] < t.executed[:, None] for t in trajectories]
     return DecisionBatch(
         observations={key: np.concatenate([t.observations[key] for t in trajectories]) for key in keys},
         tasks=[instructions[t.task] for t in trajectories for _ in range(len(t.tokens))],
@@ -371,7 +368,7 @@ def build_decision_batch(
                 [np.full(len(t.tokens), a, np.float32) for t, a in zip(trajectories, advantages, strict=True)]
             )
         ),
-        mask=torch.from_numpy(np.concatenate(masks)),
+        mask=torch.from_numpy(np.concatenate([t.executed_mask(action_dim) for t in trajectories])),
     )
 
 

@@ -122,13 +122,12 @@ class SelfImitationBuffer:
             if weight <= 0:
                 continue
             trajectory = trajectories[index]
-            action_index = np.arange(trajectory.tokens.shape[1]) // action_dim
             self.entries.append(
                 ReplayEntry(
                     observations={key: value.copy() for key, value in trajectory.observations.items()},
                     instruction=instructions[trajectory.task],
                     tokens=trajectory.tokens.astype(np.int64),
-                    mask=action_index[None, :] < trajectory.executed[:, None],
+                    mask=trajectory.executed_mask(action_dim),
                     weight=weight,
                 )
             )
@@ -141,9 +140,10 @@ class SelfImitationBuffer:
         if not self.entries:
             raise ValueError("the self-imitation buffer is empty")
         lengths = np.array([len(entry) for entry in self.entries])
-        flat = torch.randint(int(lengths.sum()), (size,), generator=generator).numpy()
-        entry_index = np.searchsorted(np.cumsum(lengths), flat, side="right")
-        row_index = flat - (np.cumsum(lengths) - lengths)[entry_index]
+        ends = np.cumsum(lengths)
+        flat = torch.randint(int(ends[-1]), (size,), generator=generator).numpy()
+        entry_index = np.searchsorted(ends, flat, side="right")
+        row_index = flat - (ends - lengths)[entry_index]
         picked = [(self.entries[e], r) for e, r in zip(entry_index, row_index, strict=True)]
         keys = list(self.entries[0].observations)
         return ReplayMinibatch(

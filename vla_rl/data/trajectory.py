@@ -42,6 +42,11 @@ class Trajectory:
     executed: np.ndarray
     observations: dict[str, np.ndarray]
 
+    def executed_mask(self, action_dim: int) -> np.ndarray:
+        """Bool ``[S, K * D]``: True for the tokens of the chunk actions that were executed."""
+        action_index = np.arange(self.tokens.shape[1]) // action_dim  # the chunk action of each token
+        return action_index[None, :] < self.executed[:, None]
+
     @property
     def length(self) -> int:
         """Env steps taken (T)."""

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace, start_config: TrainConfig, env: BatchedEnv) ->
         start = Pipeline(start_config, env, metrics)
         demos = start.demonstrations()
         sft_policy = start.supervised(demos)
-        sft = start.evaluation(sft_policy, "eval_sft.json", videos=False)
+        sft = start.evaluation(sft_policy, "eval_sft.json", False, start_config.eval.temperature)
         if "srpo" in args.rewards:
             start.world_model(demos, sft_policy)
     finally:

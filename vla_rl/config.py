@@ -7,6 +7,7 @@ key; `__post_init__` checks value ranges and choices (run by ``OmegaConf.to_obje
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,15 +228,24 @@ class EvalConfig:
             (a saved VLA policy at ``policy.path``).
         episodes_per_task: eval initial states used per task (first k of the 50).
         videos: rollouts recorded as MP4 (the first ones of each task, up to this many in total).
+        temperature: the policy's decoding: 0 is greedy (each action token's most likely bin), > 0
+            samples at that temperature (the policy GRPO trains is the one sampled at `rl.temperature`).
+        seed: the sampling's random numbers when ``temperature`` > 0 (every evaluation draws the same).
 
     """
 
     policy: str = "expert"
     episodes_per_task: int = 50
     videos: int = 4
+    temperature: float = 0.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("eval.policy", self.policy, ("expert", "policy"))
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"eval.temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if self.seed < 0:
+            raise ValueError(f"eval.seed must be >= 0, got {self.seed}")
         if not 1 <= self.episodes_per_task <= 50:
             raise ValueError(f"eval.episodes_per_task must be within [1, 50], got {self.episodes_per_task}")
         if self.videos < 0:

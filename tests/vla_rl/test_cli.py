@@ -98,7 +98,9 @@ def test_smoke_pipeline_runs_end_to_end_and_resumes_after_a_kill(tmp_path):
     assert "on 4 demonstration and 2 SFT-policy videos" in (run_dir / "train.log").read_text()
     assert f"resuming GRPO from step {killed_at}" in output or killed_at == 3
     report = json.loads((run_dir / "report.json").read_text())
-    for label in ("SFT policy", "after RL", "scripted expert"):
+    # Sampled at the rollout temperature (the train.yaml default), the greedy decoding beside it.
+    assert "sampled at temperature 1 (seed 0)" in (run_dir / "report.md").read_text()
+    for label in ("SFT policy", "SFT policy, greedy", "after RL", "after RL, greedy", "scripted expert"):
         assert report["results"][label]["episodes_by_task"] == {"reach_target": 2, "lift_block": 2}
     for name in ("policy", "sft_policy", "world_model"):
         assert (run_dir / name / "model.safetensors").exists()
@@ -132,6 +134,7 @@ def test_smoke_pipeline_runs_end_to_end_and_resumes_after_a_kill(tmp_path):
         ("world_model.camera=wrist env.cameras=[agentview]", "world_model.camera='wrist' is not rendered"),
         ("demos.split=test", "demos.split='test' is not valid; choose one of: train, eval"),
         ("eval.episodes_per_task=0", "eval.episodes_per_task must be within [1, 50]"),
+        ("eval.temperature=-1", "eval.temperature must be >= 0 (0 is greedy), got -1"),
         ("sft.environment_state_weight=-1", "sft.environment_state_weight must be >= 0, got -1"),
         ("env.num_threads=0", "env.num_threads must be >= 1, got 0"),
         ("env.render_workers=-1", "env.render_workers must be >= 0 (0: render in-process), got -1"),

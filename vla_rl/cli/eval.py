@@ -45,7 +45,10 @@ def main(cfg: DictConfig) -> None:
         if config.eval.policy == "policy":
             assert config.policy.path is not None
             actor = ChunkActor(
-                VLAPolicy.from_pretrained(config.policy.path).eval(), 0.0, config.policy.execute_steps
+                VLAPolicy.from_pretrained(config.policy.path).eval(),
+                config.eval.temperature,
+                config.policy.execute_steps,
+                config.eval.seed,
             )
             act, on_reset = actor, actor.reset
         else:

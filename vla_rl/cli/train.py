@@ -76,15 +76,20 @@ class Pipeline:
         config, run_dir = self.config, self.run_dir
         demos = self.demonstrations()
         policy = self.supervised(demos)
-        before = self.evaluation(policy, "eval_sft.json", videos=config.rl.steps == 0)
+        temperature = config.eval.temperature
+        before = self.evaluation(policy, "eval_sft.json", config.rl.steps == 0, temperature)
         log.info("stage 2/5: SFT policy %.1f%% on eval states", 100 * before.mean_success)
         results: dict[str, EvalResult] = {"SFT policy": before}
+        if temperature > 0:  # the greedy decoding beside the sampled one
+            results["SFT policy, greedy"] = self.evaluation(policy, "eval_sft_greedy.json", False, 0.0)
         if config.rl.steps > 0:
             self.metrics.log(0, {"eval/success_rate": before.mean_success})
             reward = self.reward(demos, policy)
             policy, after = self.reinforce(policy, reward)
             results["after RL"] = after
             log.info("stage 4/5: RL policy %.1f%% on eval states", 100 * after.mean_success)
+            if temperature > 0:
+                results["after RL, greedy"] = self.evaluation(policy, "eval_rl_greedy.json", False, 0.0)
         expert = evaluate(
             self.env,
             lambda obs: self.env.expert_action(),
@@ -104,7 +109,13 @@ class Pipeline:
             )
         notes = [
             training + ".",
-            f"Evaluation: {config.eval.episodes_per_task} eval initial states per task, greedy decoding.",
+            f"Evaluation: {config.eval.episodes_per_task} eval initial states per task, "
+            + (
+                f"actions sampled at temperature {temperature:g} (seed {config.eval.seed}); "
+                "greedy decoding beside it."
+                if temperature > 0
+                else "greedy decoding."
+            ),
         ]
         write_report(run_dir, "vla-rl-train report", results, notes)
         plot_success(run_dir / "success.png", results)
@@ -233,7 +244,7 @@ class Pipeline:
         if directory.exists():
             log.info("stage 4/5: RL already done, loaded %s", directory)
             policy = VLAPolicy.from_pretrained(directory)
-            return policy, self.evaluation(policy, "eval_rl.json", videos=True)
+            return policy, self.evaluation(policy, "eval_rl.json", True, config.eval.temperature)
         final: dict[str, EvalResult] = {}
 
         def periodic_eval(current: VLAPolicy, step: int) -> float:
@@ -263,7 +274,7 @@ class Pipeline:
         )
         policy.save_pretrained(directory)
 
-        write_json_atomic(self.run_dir / "eval_rl.json", final["result"].as_dict())
+        self._write_evaluation(self.run_dir / "eval_rl.json", final["result"], config.eval.temperature)
         return policy, final["result"]
 
     def _execute_steps(self, policy: VLAPolicy) -> int:
@@ -272,20 +283,47 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------------
 
-    def evaluation(self, policy: VLAPolicy, name: str, videos: bool) -> EvalResult:
-        """A full evaluation of ``policy``, cached in ``run_dir/name`` (JSON)."""
+    def evaluation(self, policy: VLAPolicy, name: str, videos: bool, temperature: float) -> EvalResult:
+        """A full evaluation of ``policy`` decoded at ``temperature``, cached in ``run_dir/name`` (JSON).
+
+        A cached result of another decoding (files without one are greedy) is evaluated again.
+        """
         path = self.run_dir / name
         if path.exists():
-            return EvalResult.from_dict(json.loads(path.read_text()))
-        result = self._evaluate(policy, self.config.eval.episodes_per_task, videos)
-        write_json_atomic(path, result.as_dict())
+            cached = json.loads(path.read_text())
+            if cached.get("temperature", 0.0) == temperature:
+                return EvalResult.from_dict(cached)
+            log.info(
+                "%s was decoded at temperature %s, not %s: evaluating again",
+                path,
+                cached.get("temperature", 0.0),
+                temperature,
+            )
+        result = self._evaluate(policy, self.config.eval.episodes_per_task, videos, temperature)
+        self._write_evaluation(path, result, temperature)
         return result
 
-    def _evaluate(self, policy: VLAPolicy, episodes_per_task: int, videos: bool = False) -> EvalResult:
-        """Greedy evaluation on the first ``episodes_per_task`` eval initial states of each task."""
+    @staticmethod
+    def _write_evaluation(path: Path, result: EvalResult, temperature: float) -> None:
+        write_json_atomic(path, {**result.as_dict(), "temperature": temperature})
+
+    def _evaluate(
+        self,
+        policy: VLAPolicy,
+        episodes_per_task: int,
+        videos: bool = False,
+        temperature: float | None = None,
+    ) -> EvalResult:
+        """Success on the first ``episodes_per_task`` eval initial states of each task.
+
+        Decoded at ``temperature`` (default ``eval.temperature``; 0 is greedy), sampled with the generator
+        seeded by ``eval.seed``: every evaluation of the same policy draws the same actions.
+        """
         was_training = policy.training
         policy.eval()
-        actor = ChunkActor(policy, 0.0, self.config.policy.execute_steps)
+        if temperature is None:
+            temperature = self.config.eval.temperature
+        actor = ChunkActor(policy, temperature, self.config.policy.execute_steps, self.config.eval.seed)
         result = evaluate(
             self.env,
             actor,

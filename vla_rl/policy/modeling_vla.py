@@ -210,13 +210,18 @@ class VLAPolicy(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, observation: dict[str, Any], temperature: float = 1.0
+        self,
+        observation: dict[str, Any],
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample an action chunk for each observation in the batch.
 
         Args:
             observation: batched env observation (LeRobot keys; see `VLAProcessor`).
             temperature: sampling temperature; 0 means greedy (argmax).
+            generator: the random numbers of the sampling (on the policy's device); None draws from
+                torch's global generator.
 
         Returns:
             ``actions`` float ``[B, K, D]`` in env units, ``tokens`` int64 ``[B, K*D]`` and their
@@ -226,17 +231,17 @@ class VLAPolicy(nn.Module):
         inputs = self.processor(observation, self.device)
         if self.config.decoding == "parallel":
             logits = self.logits(inputs)
-            tokens = _sample(logits, temperature)
+            tokens = _sample(logits, temperature, generator)
             log_probs = torch.log_softmax(logits / (temperature or 1.0), -1).gather(-1, tokens[..., None])[
                 ..., 0
             ]
         else:
-            tokens, log_probs = self._decode_autoregressive(inputs, temperature)
+            tokens, log_probs = self._decode_autoregressive(inputs, temperature, generator)
         chunk = self.tokenizer.decode(tokens).view(-1, self.config.chunk_size, self.config.action_dim)
         return self.processor.unnormalize_actions(chunk.cpu()), tokens, log_probs
 
     def _decode_autoregressive(
-        self, inputs: dict[str, torch.Tensor], temperature: float
+        self, inputs: dict[str, torch.Tensor], temperature: float, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """K x D sampling steps, each a one-token forward pass over the cached keys and values."""
         observation = self.encode(inputs)
@@ -254,7 +259,7 @@ class VLAPolicy(nn.Module):
             for index, block in enumerate(self.blocks):
                 x, cache[index] = block(x, None, cache[index])  # one query attends to everything cached
             logits = self.head(self.norm(x[:, 0]))
-            previous = _sample(logits, temperature)
+            previous = _sample(logits, temperature, generator)
             tokens.append(previous)
             log_probs.append(
                 torch.log_softmax(logits / (temperature or 1.0), -1).gather(-1, previous[:, None])[:, 0]
@@ -286,9 +291,11 @@ class VLAPolicy(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
-def _sample(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def _sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
     """Greedy when ``temperature`` is 0, else sample from softmax(logits / temperature)."""
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).view(probs.shape[:-1])
+    return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(
+        probs.shape[:-1]
+    )

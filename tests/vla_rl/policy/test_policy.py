@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from vla_rl.policy.actor import ChunkActor
 from vla_rl.policy.configuration_vla import VLAConfig
 from vla_rl.policy.modeling_vla import VLAPolicy
 from vla_rl.policy.tokenizer import ActionTokenizer
@@ -63,6 +64,23 @@ def test_sampled_log_probs_equal_a_fresh_computation(decoding, temperature):
     with torch.no_grad():
         recomputed = policy.log_prob(policy.processor(observation()), tokens, temperature)
     torch.testing.assert_close(log_probs, recomputed, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("decoding", ["parallel", "autoregressive"])
+def test_a_seeded_chunk_actor_samples_the_same_actions_and_leaves_the_global_generator_alone(decoding):
+    policy = small_policy(decoding)
+
+    def episode(seed):
+        actor = ChunkActor(policy, 1.0, execute_steps=1, seed=seed)
+        return np.stack([actor(observation()) for _ in range(4)])  # 4 re-plans
+
+    torch.manual_seed(123)
+    global_state = torch.get_rng_state()
+    first, again, other = episode(0), episode(0), episode(1)
+    assert torch.equal(torch.get_rng_state(), global_state)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert not np.array_equal(first[0], first[1])  # each re-plan draws new samples
 
 
 @pytest.mark.parametrize("decoding", ["parallel", "autoregressive"])

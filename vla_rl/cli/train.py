@@ -163,7 +163,9 @@ class Pipeline:
         )
 
         def periodic_eval(current: VLAPolicy, step: int) -> float:
-            result = self._evaluate(current, config.sft.eval_episodes_per_task)
+            result = self._evaluate(
+                current, config.sft.eval_episodes_per_task, False, config.eval.temperature
+            )
             log.info("SFT step %d: eval success %.1f%%", step, 100 * result.mean_success)
             return result.mean_success
 
@@ -249,7 +251,7 @@ class Pipeline:
 
         def periodic_eval(current: VLAPolicy, step: int) -> float:
             last = step == config.rl.steps
-            result = self._evaluate(current, config.eval.episodes_per_task, videos=last)
+            result = self._evaluate(current, config.eval.episodes_per_task, last, config.eval.temperature)
             log.info("RL step %d: eval success %.1f%%", step, 100 * result.mean_success)
             if last:
                 final["result"] = result
@@ -308,21 +310,15 @@ class Pipeline:
         write_json_atomic(path, {**result.as_dict(), "temperature": temperature})
 
     def _evaluate(
-        self,
-        policy: VLAPolicy,
-        episodes_per_task: int,
-        videos: bool = False,
-        temperature: float | None = None,
+        self, policy: VLAPolicy, episodes_per_task: int, videos: bool, temperature: float
     ) -> EvalResult:
         """Success on the first ``episodes_per_task`` eval initial states of each task.
 
-        Decoded at ``temperature`` (default ``eval.temperature``; 0 is greedy), sampled with the generator
-        seeded by ``eval.seed``: every evaluation of the same policy draws the same actions.
+        Decoded at ``temperature`` (0 is greedy), sampled with the generator seeded by ``eval.seed``:
+        every evaluation of the same policy draws the same actions.
         """
         was_training = policy.training
         policy.eval()
-        if temperature is None:
-            temperature = self.config.eval.temperature
         actor = ChunkActor(policy, temperature, self.config.policy.execute_steps, self.config.eval.seed)
         result = evaluate(
             self.env,
